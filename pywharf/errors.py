@@ -1,0 +1,163 @@
+"""The one exception tree: every failure pywharf reports is a `PywharfError`.
+
+`RequestError` subclasses carry the HTTP status they are answered with; `app.error_response`
+is the only place that turns an exception into a response.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationRequired",
+    "BadRequest",
+    "ConfigError",
+    "DistributionExists",
+    "Forbidden",
+    "Gone",
+    "HeadersTooLarge",
+    "InvalidFilename",
+    "LengthRequired",
+    "MalformedRequest",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "PywharfError",
+    "RangeNotSatisfiable",
+    "RequestError",
+    "StorageError",
+    "StorageNotFound",
+    "StorageUnavailable",
+    "UnsupportedMediaType",
+]
+
+
+class PywharfError(Exception):
+    """Root of every error pywharf raises on purpose."""
+
+
+class ConfigError(PywharfError, ValueError):
+    """A configuration file, flag or environment variable is wrong; names the file and key."""
+
+
+class StorageError(PywharfError):
+    """A backend failed; subclasses say how. Mapped to HTTP by `RequestError.status_for`."""
+
+    status = 502
+
+
+class StorageNotFound(StorageError):
+    """The backend does not hold what was asked for."""
+
+    status = 404
+
+
+class StorageUnavailable(StorageError):
+    """The backend could not be reached or refused us (rate limit, outage, bad credentials)."""
+
+    status = 503
+
+
+class DistributionExists(StorageError):
+    """Upload of a filename that is already stored with other bytes (answered 409)."""
+
+    status = 409
+
+    def __init__(self, filename: str) -> None:
+        super().__init__(f"File already exists: {filename!r} is stored with other content")
+        self.filename = filename
+
+
+class RequestError(PywharfError):
+    """A request we refuse; `status` is the HTTP answer, the message its one-line reason."""
+
+    status = 400
+    headers: tuple[tuple[str, str], ...] = ()
+    close_connection = False
+
+
+class BadRequest(RequestError, ValueError):
+    """Invalid input from the client (400)."""
+
+
+class MalformedRequest(BadRequest):
+    """The request's framing or body does not parse (400); the connection is closed after it."""
+
+    close_connection = True
+
+
+class InvalidFilename(BadRequest):
+    """A distribution filename breaks a PEP 427 / 625 rule; the message names rule and value."""
+
+
+class AuthenticationRequired(RequestError):
+    """No or wrong credentials (401 with a Basic challenge)."""
+
+    status = 401
+
+    def __init__(self, message: str, realm: str = "pywharf") -> None:
+        super().__init__(message)
+        self.headers = (("WWW-Authenticate", f'Basic realm="{realm}", charset="UTF-8"'),)
+
+
+class Forbidden(RequestError):
+    """Valid credentials that do not allow this (403)."""
+
+    status = 403
+
+
+class NotFound(RequestError):
+    """No such page, project or file (404)."""
+
+    status = 404
+
+
+class MethodNotAllowed(RequestError):
+    """The route exists but not for this method (405 with `Allow`)."""
+
+    status = 405
+
+    def __init__(self, method: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(f"Method {method} is not allowed here; use {', '.join(allowed)}")
+        self.headers = (("Allow", ", ".join(allowed)),)
+
+
+class Gone(RequestError):
+    """A legacy upload action PyPI retired (410)."""
+
+    status = 410
+
+
+class LengthRequired(RequestError):
+    """A body without Content-Length (411): we do not decode chunked uploads."""
+
+    status = 411
+    close_connection = True
+
+
+class PayloadTooLarge(RequestError, ValueError):
+    """A body, file or multipart part is over its limit (413)."""
+
+    status = 413
+    close_connection = True
+
+
+class UnsupportedMediaType(RequestError, ValueError):
+    """An upload that is not multipart/form-data (415)."""
+
+    status = 415
+
+
+class RangeNotSatisfiable(RequestError):
+    """A byte range outside the file (416 with `Content-Range: bytes */size`)."""
+
+    status = 416
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"Requested range is outside the file of {size} bytes")
+        self.headers = (("Content-Range", f"bytes */{size}"),)
+
+
+class HeadersTooLarge(RequestError):
+    """The request line or headers are over their limit (431)."""
+
+    status = 431
+    close_connection = True

@@ -1,0 +1,105 @@
+"""Make small, valid distributions for tests and benchmarks: wheels pip can install, sdists.
+
+The wheels hold one importable module named after the project, a METADATA file, WHEEL and a
+RECORD with real hashes, so pip and uv install them for real.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import re
+import tarfile
+import zipfile
+from pathlib import Path
+
+__all__ = ["make_sdist", "make_wheel", "metadata_text", "wheel_name"]
+
+# A fixed timestamp keeps the archives byte-for-byte reproducible.
+_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
+
+
+def _escaped(name: str) -> str:
+    """PEP 427: the name in a filename, normalized with runs of -_. as one underscore."""
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def wheel_name(name: str, version: str, tag: str = "py3-none-any") -> str:
+    return f"{_escaped(name)}-{version}-{tag}.whl"
+
+
+def metadata_text(
+    name: str, version: str, requires_python: str | None = None, summary: str = "A test package"
+) -> str:
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", f"Summary: {summary}"]
+    if requires_python:
+        lines.append(f"Requires-Python: {requires_python}")
+    return "\n".join(lines) + "\n\nLong description.\n"
+
+
+def _record_line(path: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{path},sha256={digest},{len(data)}"
+
+
+def make_wheel(
+    directory: Path,
+    name: str,
+    version: str,
+    requires_python: str | None = None,
+    payload_bytes: int = 0,
+    tag: str = "py3-none-any",
+) -> Path:
+    """Write an installable wheel; `payload_bytes` pads it with an incompressible data file."""
+    module = _escaped(name)
+    dist_info = f"{module}-{version}.dist-info"
+    files: dict[str, bytes] = {
+        f"{module}/__init__.py": f"__version__ = {version!r}\n".encode(),
+        f"{dist_info}/METADATA": metadata_text(name, version, requires_python).encode(),
+        f"{dist_info}/WHEEL": (
+            f"Wheel-Version: 1.0\nGenerator: pywharf-tests\nRoot-Is-Purelib: true\nTag: {tag}\n"
+        ).encode(),
+    }
+    if payload_bytes:
+        files[f"{module}/payload.bin"] = _pseudo_random(payload_bytes, seed=f"{name}{version}")
+    record = [_record_line(path, data) for path, data in files.items()]
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    path = Path(directory) / wheel_name(name, version, tag)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member, data in files.items():
+            info = zipfile.ZipInfo(member, date_time=_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    return path
+
+
+def make_sdist(
+    directory: Path, name: str, version: str, requires_python: str | None = None
+) -> Path:
+    """Write a PEP 625 sdist: `{name}-{version}.tar.gz` with PKG-INFO and pyproject.toml."""
+    stem = f"{_escaped(name)}-{version}"
+    members = {
+        f"{stem}/PKG-INFO": metadata_text(name, version, requires_python).encode(),
+        f"{stem}/pyproject.toml": f'[project]\nname = "{name}"\nversion = "{version}"\n'.encode(),
+    }
+    path = Path(directory) / f"{stem}.tar.gz"
+    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as archive:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            info.mtime = 1577836800
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _pseudo_random(size: int, seed: str) -> bytes:
+    """Incompressible bytes, cheap to make: a sha256 chain, repeated in 1 MiB blocks."""
+    block = bytearray()
+    digest = seed.encode()
+    while len(block) < min(size, 1 << 20):
+        digest = hashlib.sha256(digest).digest()
+        block += digest
+    whole, rest = divmod(size, len(block))
+    return bytes(block) * whole + bytes(block[:rest])

@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Run the whole test suite: make .venv from pyproject.toml, build the pyz, run pytest.
+
+Usage: python3 tests/run.py [pytest arguments]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+VENV = HERE / ".venv"
+PYTHON = VENV / "bin" / "python"
+STAMP = VENV / ".pyproject-sha256"
+
+
+def ensure_venv() -> None:
+    """(Re)install the project and its test extras when pyproject.toml changed."""
+    digest = hashlib.sha256((HERE / "pyproject.toml").read_bytes()).hexdigest()
+    if PYTHON.exists() and STAMP.exists() and STAMP.read_text() == digest:
+        return
+    if not PYTHON.exists():
+        venv.create(VENV, with_pip=True)
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "PIP_ROOT_USER_ACTION": "ignore"}
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "-e", f"{HERE}[test]"],
+                   check=True, env=env)
+    STAMP.write_text(digest)
+
+
+def main() -> int:
+    ensure_venv()
+    subprocess.run([str(PYTHON), str(HERE / "build.py")], check=True)
+    return subprocess.run([str(PYTHON), "-m", "pytest", *sys.argv[1:]], cwd=HERE).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

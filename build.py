@@ -26,8 +26,12 @@ SHEBANG = "/usr/bin/env python3"
 
 def pip_env() -> dict[str, str]:
     """Resolve from the package index alone: a machine-wide pip config must not leak in."""
-    return {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-            "PIP_ROOT_USER_ACTION": "ignore"}
+    return {
+        **os.environ,
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_ROOT_USER_ACTION": "ignore",
+    }
 
 
 def shiv_command() -> list[str]:
@@ -52,14 +56,28 @@ def stage_site_packages(site: Path) -> None:
     """Install the runtime dependencies for Python 3.9 and copy our package beside them."""
     shutil.rmtree(site, ignore_errors=True)
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--target", str(site),
-         "--only-binary=:all:", "--python-version", "3.9", "--implementation", "py",
-         "--no-compile", *RUNTIME_REQUIREMENTS],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--target",
+            str(site),
+            "--only-binary=:all:",
+            "--python-version",
+            "3.9",
+            "--implementation",
+            "py",
+            "--no-compile",
+            *RUNTIME_REQUIREMENTS,
+        ],
         check=True,
         env=pip_env(),
     )
-    shutil.copytree(HERE / "pywharf", site / "pywharf",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        HERE / "pywharf", site / "pywharf", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
 
 
 def build(output: Path) -> None:
@@ -67,9 +85,20 @@ def build(output: Path) -> None:
     stage_site_packages(site)
     output.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [*shiv_command(), "--site-packages", str(site), "--entry-point", "pywharf.cli:main",
-         "--python", SHEBANG, "--output-file", str(output), "--compressed", "--reproducible",
-         "--no-modify"],
+        [
+            *shiv_command(),
+            "--site-packages",
+            str(site),
+            "--entry-point",
+            "pywharf.cli:main",
+            "--python",
+            SHEBANG,
+            "--output-file",
+            str(output),
+            "--compressed",
+            "--reproducible",
+            "--no-modify",
+        ],
         check=True,
         env=pip_env(),
     )

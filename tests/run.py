@@ -26,10 +26,15 @@ def ensure_venv() -> None:
         return
     if not PYTHON.exists():
         venv.create(VENV, with_pip=True)
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-            "PIP_ROOT_USER_ACTION": "ignore"}
-    subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "-e", f"{HERE}[test]"],
-                   check=True, env=env)
+    env = {
+        **os.environ,
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_ROOT_USER_ACTION": "ignore",
+    }
+    subprocess.run(
+        [str(PYTHON), "-m", "pip", "install", "-q", "-e", f"{HERE}[test]"], check=True, env=env
+    )
     STAMP.write_text(digest)
 
 

@@ -1,0 +1,177 @@
+"""Configuration: settings tables, and the TOML files parsed once into frozen values.
+
+Every error names the file and the dotted key. Secrets come only from a file or the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from pywharf.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.9 and 3.10 by the pyz smoke test
+    import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
+
+__all__ = [
+    "AdminSecrets",
+    "RepositoryConfig",
+    "Setting",
+    "coerce",
+    "load_toml",
+    "parse_admin_secrets",
+    "parse_repositories",
+]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key or command-line flag: drives validation, `--help` and the docs."""
+
+    key: str
+    type: type
+    default: Any
+    help: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    """One `[name]` section of the repository configuration, validated for its backend."""
+
+    name: str  # lower-cased: repository names match case-insensitively
+    type: str
+    values: Mapping[str, Any]
+    source: str  # "FILE [name]", for error messages
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+
+@dataclass(frozen=True)
+class AdminSecrets:
+    """Secrets the server itself uses to sync each repository's index, by repository name."""
+
+    by_name: Mapping[str, str]
+
+    def get(self, name: str) -> str | None:
+        return self.by_name.get(name.lower())
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def coerce(value: Any, kind: type, where: str) -> Any:
+    """A TOML, flag or environment value as `kind`; strings are parsed, others type-checked."""
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        if kind is bool and text in _TRUE | _FALSE:
+            return text in _TRUE
+        try:
+            return kind(text) if kind in (int, float) else _wrong(value, kind, where)
+        except ValueError:
+            _wrong(value, kind, where)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        _wrong(value, kind, where)
+    return value
+
+
+def _wrong(value: Any, kind: type, where: str) -> Any:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    raise ConfigError(f"{where}: {value!r} is not {names.get(kind, kind.__name__)}")
+
+
+def load_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        document: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{source}: invalid TOML: {error}") from None
+    return document
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read: {error}") from None
+
+
+def _sections(document: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
+    sections: dict[str, dict[str, Any]] = {}
+    for name, section in document.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"{source}: {name!r} must be a [section], not a plain key")
+        if name.lower() in sections:
+            raise ConfigError(f"{source}: [{name}] repeats a repository name (names ignore case)")
+        if not isinstance(section.get("type"), str):
+            raise ConfigError(f'{source}: {name}.type is missing (e.g. type = "file_system")')
+        sections[name.lower()] = section
+    return sections
+
+
+def _validated(
+    section: dict[str, Any], settings: tuple[Setting, ...], where: str
+) -> dict[str, Any]:
+    known = {s.key: s for s in settings}
+    unknown = sorted(set(section) - set(known) - {"type"})
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key; known keys: {', '.join(known)}")
+    values = {}
+    for setting in settings:
+        if setting.key in section:
+            values[setting.key] = coerce(
+                section[setting.key], setting.type, f"{where}.{setting.key}"
+            )
+        elif setting.required:
+            raise ConfigError(f"{where}.{setting.key}: required key is missing")
+        else:
+            values[setting.key] = setting.default
+    return values
+
+
+def parse_repositories(
+    text: str, source: str, settings_for: Callable[[str, str], tuple[Setting, ...]]
+) -> tuple[RepositoryConfig, ...]:
+    """The repository configuration: `[name]` sections, each with a `type` and its keys."""
+    repositories = []
+    for name, section in _sections(load_toml(text, source), source).items():
+        where = f"{source} [{name}]"
+        values = _validated(section, settings_for(section["type"], where), f"{source}: {name}")
+        repositories.append(
+            RepositoryConfig(name, section["type"], MappingProxyType(values), where)
+        )
+    if not repositories:
+        raise ConfigError(f"{source}: no repository is configured (add a [name] section)")
+    return tuple(repositories)
+
+
+def parse_admin_secrets(text: str, source: str, environ: Mapping[str, str]) -> AdminSecrets:
+    """`[name]` with `type` and either `raw = "..."` or `env = "VARIABLE"`."""
+    secrets = {}
+    for name, section in _sections(load_toml(text, source), source).items():
+        has_raw, has_env = "raw" in section, "env" in section
+        if has_raw == has_env:
+            raise ConfigError(f"{source}: {name}: give exactly one of raw or env")
+        if has_raw:
+            secrets[name] = coerce(section["raw"], str, f"{source}: {name}.raw")
+            continue
+        variable = coerce(section["env"], str, f"{source}: {name}.env")
+        if variable not in environ:
+            raise ConfigError(f"{source}: {name}.env: environment variable {variable} is not set")
+        secrets[name] = environ[variable]
+    return AdminSecrets(MappingProxyType(secrets))
+
+
+def environment() -> Mapping[str, str]:
+    return os.environ

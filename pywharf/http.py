@@ -1,0 +1,186 @@
+"""HTTP values and header grammar: requests and responses as values, no sockets.
+
+The server turns bytes into a `Request`; `App.handle` turns it into a `Response`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from dataclasses import field
+from email.utils import formatdate
+from typing import Protocol
+from typing import Union
+
+from pywharf.errors import RangeNotSatisfiable
+
+__all__ = [
+    "HTML",
+    "JSON",
+    "TEXT_HTML",
+    "Body",
+    "BodyReader",
+    "FileBody",
+    "Request",
+    "Response",
+    "http_date",
+    "negotiate",
+    "parse_basic_auth",
+    "parse_range",
+]
+
+JSON = "application/vnd.pypi.simple.v1+json"
+HTML = "application/vnd.pypi.simple.v1+html"
+TEXT_HTML = "text/html"
+_LATEST = {
+    "application/vnd.pypi.simple.latest+json": JSON,
+    "application/vnd.pypi.simple.latest+html": HTML,
+}
+# Among explicit matches prefer the most capable; text/html is the universal fallback.
+_OFFERS = (JSON, HTML, TEXT_HTML)
+
+
+class BodyReader(Protocol):
+    """A request body: `read` returns at most `size` bytes and b"" only at its end."""
+
+    def read(self, size: int) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class FileBody:
+    """A response body sent from a file by `sendfile`: `length` bytes from `offset`."""
+
+    path: str
+    offset: int
+    length: int
+
+
+Body = Union[bytes, FileBody]
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # percent-decoded
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: BodyReader
+    content_length: int | None = None
+    client: str = "-"
+    secure: bool = False
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: Body = b""
+    reason: str | None = None  # the reason phrase: twine prints it, so errors put their line here
+    close: bool = False
+    user: str = "-"  # for the access log
+
+    @property
+    def length(self) -> int:
+        return self.body.length if isinstance(self.body, FileBody) else len(self.body)
+
+
+def http_date(timestamp: float) -> str:
+    return formatdate(timestamp, usegmt=True)
+
+
+def parse_basic_auth(value: str | None) -> tuple[str, str] | None:
+    """RFC 7617 credentials (UTF-8), or None when absent or malformed."""
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
+
+
+_MEDIA_RANGE = re.compile(r"^\s*([^\s;/]+)/([^\s;]+)\s*(.*)$")
+_Q_PARAM = re.compile(r";\s*q\s*=\s*([0-9.]+)", re.IGNORECASE)
+
+
+def _accept_ranges(accept: str) -> list[tuple[str, float]]:
+    ranges = []
+    for item in accept.split(","):
+        match = _MEDIA_RANGE.match(item)
+        if not match:
+            continue
+        media = f"{match.group(1)}/{match.group(2)}".lower()
+        q_match = _Q_PARAM.search(match.group(3))
+        try:
+            q = float(q_match.group(1)) if q_match else 1.0
+        except ValueError:
+            continue
+        ranges.append((_LATEST.get(media, media), q))
+    return ranges
+
+
+def _quality(offer: str, ranges: list[tuple[str, float]]) -> tuple[float, int]:
+    """The q of the most specific matching range, and 2/1/0 for exact/type/*."""
+    best = (-1.0, -1)
+    family = offer.split("/")[0]
+    for media, q in ranges:
+        specificity = 2 if media == offer else 1 if media == f"{family}/*" else 0
+        if specificity == 0 and media != "*/*":
+            continue
+        if specificity > best[1]:
+            best = (q, specificity)
+    return best
+
+
+def negotiate(accept: str | None, format_param: str | None = None) -> str:
+    """PEP 691 content negotiation: the media type to answer with (HTML when in doubt)."""
+    if format_param:
+        chosen = _LATEST.get(format_param.replace(" ", "+"), format_param.replace(" ", "+"))
+        if chosen in _OFFERS:  # parse_qs turned '+' into ' '; the spec says keep the '+'
+            return chosen
+    if not accept:
+        return TEXT_HTML
+    ranges = _accept_ranges(accept)
+    scored = []
+    for rank, offer in enumerate(_OFFERS):
+        q, specificity = _quality(offer, ranges)
+        if q > 0:
+            # Wildcard-only matches prefer text/html, as PyPI does for */* (poetry <= 2.2, curl).
+            preference = -rank if specificity == 2 else rank
+            scored.append((q, specificity == 2, preference, offer))
+    return max(scored)[3] if scored else TEXT_HTML
+
+
+def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """One `bytes=` range as (first, last) inclusive; None means send the whole file.
+
+    Multiple ranges and unknown units get the whole file (allowed by RFC 9110);
+    a range past the end raises `RangeNotSatisfiable`.
+    """
+    if not value or not value.startswith("bytes=") or "," in value:
+        return None
+    first_text, dash, last_text = value[6:].strip().partition("-")
+    if (
+        not dash
+        or not (first_text.isdigit() or first_text == "")
+        or not (last_text.isdigit() or last_text == "")
+    ):
+        return None
+    if first_text == "":
+        if not last_text or int(last_text) == 0:
+            raise RangeNotSatisfiable(size)
+        return max(size - int(last_text), 0), size - 1  # a suffix range: the last N bytes
+    first = int(first_text)
+    last = min(int(last_text), size - 1) if last_text else size - 1
+    if first >= size or first > last:
+        raise RangeNotSatisfiable(size)
+    return first, last

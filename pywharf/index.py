@@ -1,0 +1,220 @@
+"""The index: the in-memory read model behind `/simple/`, changed only by index events.
+
+Requests never list a backend. Each change replaces the touched `Project` (an immutable value),
+so readers take no lock, and anything derived from a project (its rendered pages) is cached on
+that value and dies with it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import asdict
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+from typing import Any
+from typing import Union
+
+from packaging.utils import NormalizedName
+
+from pywharf.errors import StorageError
+
+__all__ = [
+    "Add",
+    "Delete",
+    "Event",
+    "FileRecord",
+    "Index",
+    "Listing",
+    "Project",
+    "Yank",
+    "event_from_json",
+    "event_to_json",
+]
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What the index knows of one stored distribution file."""
+
+    filename: str
+    project: NormalizedName
+    version: str
+    sha256: str
+    size: int
+    upload_time: float  # seconds since the epoch, UTC
+    requires_python: str | None = None
+    metadata_sha256: str | None = None  # PEP 658: sha256 of the wheel's METADATA, if stored
+    yanked: str | None = None  # PEP 592: None, or the reason ("" for none given)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FileRecord:
+        try:
+            return cls(**data)
+        except TypeError as error:
+            raise StorageError(
+                f"index record {data.get('filename')!r} is malformed: {error}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Add:
+    record: FileRecord
+
+
+@dataclass(frozen=True)
+class Yank:
+    project: NormalizedName
+    filename: str
+    reason: str | None  # None un-yanks
+
+
+@dataclass(frozen=True)
+class Delete:
+    project: NormalizedName
+    filename: str
+
+
+Event = Union[Add, Yank, Delete]
+
+
+def event_to_json(event: Event) -> dict[str, Any]:
+    if isinstance(event, Add):
+        return {"op": "add", **event.record.to_json()}
+    if isinstance(event, Yank):
+        return {"op": "yank", "project": event.project, "filename": event.filename,
+                "reason": event.reason}  # fmt: skip
+    return {"op": "delete", "project": event.project, "filename": event.filename}
+
+
+def event_from_json(data: dict[str, Any]) -> Event:
+    data = dict(data)
+    op = data.pop("op", None)
+    if op == "add":
+        return Add(FileRecord.from_json(data))
+    if op == "yank":
+        return Yank(data["project"], data["filename"], data.get("reason"))
+    if op == "delete":
+        return Delete(data["project"], data["filename"])
+    raise StorageError(f"index event has an unknown op {op!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Project:
+    """A project and its files, sorted by filename; `pages` caches what is rendered from it."""
+
+    name: NormalizedName
+    files: tuple[FileRecord, ...]
+    pages: dict[str, Any] = field(default_factory=dict, repr=False)
+    by_filename: dict[str, FileRecord] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_filename", {r.filename: r for r in self.files})
+
+    def file(self, filename: str) -> FileRecord | None:
+        return self.by_filename.get(filename)
+
+
+@dataclass(frozen=True, eq=False)
+class Listing:
+    """The sorted project names; `pages` caches the rendered root page."""
+
+    names: tuple[NormalizedName, ...]
+    pages: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+class Index:
+    """The read model of one repository. Writers serialize on a lock; readers take none."""
+
+    def __init__(self, records: Iterable[FileRecord] = ()) -> None:
+        self._lock = threading.Lock()
+        self._projects: dict[NormalizedName, Project] = {}
+        self._deleted: dict[str, str] = {}  # filename -> sha256: never reused with other bytes
+        self.listing = Listing(())
+        self.changed_at = 0.0
+        self.apply([Add(r) for r in records])
+
+    def project(self, name: NormalizedName) -> Project | None:
+        return self._projects.get(name)
+
+    def file(self, project: NormalizedName, filename: str) -> FileRecord | None:
+        entry = self._projects.get(project)
+        return entry.file(filename) if entry is not None else None
+
+    def deleted_sha256(self, filename: str) -> str | None:
+        return self._deleted.get(filename)
+
+    def __len__(self) -> int:
+        return sum(len(p.files) for p in self._projects.values())
+
+    def records(self) -> list[FileRecord]:
+        return [r for p in self._projects.values() for r in p.files]
+
+    def apply(self, events: Iterable[Event]) -> bool:
+        """Apply events in order; returns whether anything visible changed."""
+        with self._lock:
+            touched: dict[NormalizedName, dict[str, FileRecord]] = {}
+            for event in events:
+                self._apply_one(event, touched)
+            return self._commit(touched)
+
+    def replace_all(self, events: Iterable[Event]) -> bool:
+        """Make the index hold exactly what `events` describe (a full reload)."""
+        with self._lock:
+            touched: dict[NormalizedName, dict[str, FileRecord]] = {n: {} for n in self._projects}
+            self._deleted = {}
+            for event in events:
+                self._apply_one(event, touched)
+            return self._commit(touched)
+
+    def _files_of(
+        self, name: NormalizedName, touched: dict[NormalizedName, dict[str, FileRecord]]
+    ) -> dict[str, FileRecord]:
+        if name not in touched:
+            current = self._projects.get(name)
+            touched[name] = {r.filename: r for r in current.files} if current else {}
+        return touched[name]
+
+    def _apply_one(
+        self, event: Event, touched: dict[NormalizedName, dict[str, FileRecord]]
+    ) -> None:
+        if isinstance(event, Add):
+            record = event.record
+            self._files_of(record.project, touched)[record.filename] = record
+            self._deleted.pop(record.filename, None)
+            return
+        files = self._files_of(event.project, touched)
+        existing = files.get(event.filename)
+        if existing is None:
+            return
+        if isinstance(event, Yank):
+            files[event.filename] = replace(existing, yanked=event.reason)
+        else:
+            del files[event.filename]
+            self._deleted[event.filename] = existing.sha256
+
+    def _commit(self, touched: dict[NormalizedName, dict[str, FileRecord]]) -> bool:
+        changed = False
+        names_changed = False
+        for name, files in touched.items():
+            current = self._projects.get(name)
+            ordered = tuple(sorted(files.values(), key=lambda r: r.filename))
+            if current is not None and current.files == ordered:
+                continue
+            changed = True
+            if ordered:
+                names_changed |= current is None
+                self._projects[name] = Project(name, ordered)
+            elif current is not None:
+                names_changed = True
+                del self._projects[name]
+        if names_changed:
+            self.listing = Listing(tuple(sorted(self._projects)))
+        if changed:
+            self.changed_at = time.time()
+        return changed

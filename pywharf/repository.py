@@ -1,0 +1,67 @@
+"""A served repository: its backend, its index, its rendered pages and its auth cache."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pywharf.auth import AuthCache
+from pywharf.auth import Permission
+from pywharf.backends import Backend
+from pywharf.backends import StagedUpload
+from pywharf.errors import DistributionExists
+from pywharf.index import Add
+from pywharf.index import Event
+from pywharf.index import FileRecord
+from pywharf.index import Index
+from pywharf.pages import Renderer
+
+__all__ = ["Repository"]
+
+
+class Repository:
+    """One `[name]` of the configuration, as the server holds it."""
+
+    def __init__(self, backend: Backend, read_expires: float, write_expires: float) -> None:
+        self.name = backend.name
+        self.backend = backend
+        self.index = Index()
+        self.renderer = Renderer()
+        self.auth = AuthCache(read_expires, write_expires, backend.auth_checks_per_second)
+        self.index_mtime = 0
+        self._cursor: Any = None
+        self._sync_lock = threading.Lock()
+
+    def permission(self, secret: str, needed: Permission) -> Permission:
+        return self.auth.permission(secret, needed, self.backend.authorize)
+
+    def sync(self) -> bool:
+        """Bring the index up to date with the backend; cheap when nothing changed."""
+        with self._sync_lock:
+            update = self.backend.read_index(self._cursor)
+            if update is None:
+                return False
+            self._cursor = update.cursor
+            self.index_mtime = update.mtime
+            if update.replace:
+                return self.index.replace_all(update.events)
+            return self.index.apply(update.events)
+
+    def store(self, upload: StagedUpload) -> FileRecord:
+        """Store an upload and list it at once; an identical re-upload stores nothing."""
+        record = upload.record
+        known = self.index.file(record.project, record.filename)
+        if known is None:
+            deleted = self.index.deleted_sha256(record.filename)
+            if deleted is not None and deleted != record.sha256:
+                raise DistributionExists(record.filename)
+            known = self.backend.put(upload)
+        if known.sha256 != record.sha256:
+            raise DistributionExists(record.filename)
+        self.index.apply([Add(known)])
+        return known
+
+    def change(self, event: Event) -> None:
+        """Persist a yank or delete, then show it."""
+        self.backend.record(event)
+        self.index.apply([event])

@@ -1,0 +1,156 @@
+"""Command-line flags: one table per command drives parsing, environment mode and `--help`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pywharf.config import Setting
+from pywharf.config import coerce
+from pywharf.errors import ConfigError
+
+__all__ = ["COMMANDS", "Command", "UsageError", "argv_from_environment", "parse_flags"]
+
+PYPI_SIMPLE = "https://pypi.org/simple/"
+
+
+class UsageError(ConfigError):
+    """Wrong command-line arguments (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    summary: str
+    positionals: tuple[str, ...]
+    flags: tuple[Setting, ...]
+    open_flags: bool = False  # update_index also takes any backend key as a flag
+
+
+SERVER = Command(
+    "server",
+    "Serve the configured package repositories over HTTP.",
+    ("root",),
+    (
+        Setting("root", str, None, "State directory: storage, indexes, generated secrets.", True),
+        Setting("config", str, None, "Repository configuration TOML (default: one file_system "
+                "repository named 'local' with generated secrets)."),
+        Setting("admin_secret", str, None, "Admin-secret TOML: the secrets the server syncs with."),
+        Setting("config_or_admin_secret_can_be_text", bool, False,
+                "Let --config and --admin_secret be TOML text instead of paths."),
+        Setting("auth_read_expires", int, 3600, "Seconds a successful read check stays cached."),
+        Setting("auth_write_expires", int, 300, "Seconds a successful write check stays cached."),
+        Setting("extra_index_url", str, PYPI_SIMPLE,
+                "Index to redirect to for projects this one lacks; '' disables it."),
+        Setting("debug", bool, False, "Log at debug level."),
+        Setting("host", str, "0.0.0.0", "Address to listen on."),
+        Setting("port", int, 8888, "Port to listen on."),
+    ),
+)  # fmt: skip
+UPDATE_INDEX = Command(
+    "update_index",
+    "Rebuild a backend's index from what its storage really holds.",
+    ("type", "name"),
+    (
+        Setting("type", str, None, "Backend type, e.g. file_system.", True),
+        Setting("name", str, None, "Repository name.", True),
+        Setting("root", str, None, "State directory of the server (file_system)."),
+        Setting("secret", str, None, "The backend secret (prefer --secret_env)."),
+        Setting("secret_env", str, None, "Name of the environment variable holding the secret."),
+    ),
+    open_flags=True,
+)
+COMMANDS = {c.name: c for c in (SERVER, UPDATE_INDEX)}
+
+
+def _flag_name(text: str) -> str:
+    return text.lstrip("-").replace("-", "_").lower()
+
+
+def parse_flags(command: Command, argv: Sequence[str]) -> dict[str, Any]:
+    """`--flag value`, `--flag=value`, dashed spellings; bare boolean flags mean true."""
+    known = {s.key: s for s in command.flags}
+    raw: dict[str, Any] = {}
+    positionals: list[str] = []
+    items = list(argv)
+    while items:
+        item = items.pop(0)
+        if not item.startswith("--"):
+            positionals.append(item)
+            continue
+        name, equals, value = item.partition("=")
+        key = _flag_name(name)
+        setting = known.get(key)
+        if setting is None and not command.open_flags:
+            raise UsageError(
+                f"{command.name}: unknown flag {name}; see pywharf {command.name} --help"
+            )
+        if not equals:
+            if (
+                setting is not None
+                and setting.type is bool
+                and (not items or items[0].startswith("--"))
+            ):
+                value = "true"
+            elif not items:
+                raise UsageError(f"{command.name}: {name} needs a value")
+            else:
+                value = items.pop(0)
+        raw[key] = value
+    return _resolve(command, known, raw, positionals)
+
+
+def _resolve(
+    command: Command, known: Mapping[str, Setting], raw: dict[str, Any], positionals: list[str]
+) -> dict[str, Any]:
+    if len(positionals) > len(command.positionals):
+        raise UsageError(
+            f"{command.name}: unexpected argument {positionals[len(command.positionals)]!r}"
+        )
+    for key, value in zip(command.positionals, positionals):
+        if key in raw:
+            raise UsageError(f"{command.name}: {key} is given twice")
+        raw[key] = value
+    options: dict[str, Any] = {}
+    for setting in command.flags:
+        if setting.key in raw:
+            options[setting.key] = coerce(raw.pop(setting.key), setting.type, f"--{setting.key}")
+        elif setting.required:
+            raise UsageError(f"{command.name}: {setting.key.upper()} is required")
+        else:
+            options[setting.key] = setting.default
+    options["extra"] = raw  # backend keys for update_index
+    return options
+
+
+ENV_PREFIX = "PYWHARF_COMMAND"
+
+
+def argv_from_environment(environ: Mapping[str, str]) -> list[str]:
+    """Environment mode: PYWHARF_COMMAND and PYWHARF_COMMAND_<FLAG>, names case-insensitive.
+
+    Unlike the original, an empty value is an empty string (not a bare flag).
+    """
+    variables = {k.upper(): (k, v) for k, v in environ.items()}
+    if ENV_PREFIX not in variables:
+        raise UsageError("no arguments and PYWHARF_COMMAND is not set; see pywharf --help")
+    argv = [variables[ENV_PREFIX][1]]
+    for upper, (_original, value) in sorted(variables.items()):
+        if upper.startswith(ENV_PREFIX + "_"):
+            argv.append(f"--{upper[len(ENV_PREFIX) + 1 :].lower()}={value}")
+    return argv
+
+
+def help_text(command: Command) -> str:
+    usage = " ".join(p.upper() for p in command.positionals)
+    lines = [f"usage: pywharf {command.name} {usage} [flags]", "", command.summary, "", "flags:"]
+    for setting in command.flags:
+        default = "" if setting.default is None else f" (default: {setting.default!r})"
+        lines.append(f"  --{setting.key:<38} {setting.help}{default}")
+    if command.open_flags:
+        lines.append(
+            "  --<backend key> VALUE                   any key of the backend's configuration"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,234 @@
+"""The upload pipeline (legacy upload API): stream, hash, verify, then hand over to the backend.
+
+The body is read in chunks and parsed as it arrives; the file goes straight to a spool file on
+the backend's file system while being hashed, so memory stays flat whatever the file size.
+Nothing becomes visible until the file is complete and verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pywharf import multipart
+from pywharf.backends import StagedUpload
+from pywharf.dists import Distribution
+from pywharf.dists import canonicalize_name
+from pywharf.dists import parse_filename
+from pywharf.dists import same_version
+from pywharf.errors import BadRequest
+from pywharf.errors import Gone
+from pywharf.errors import LengthRequired
+from pywharf.errors import MalformedRequest
+from pywharf.errors import PayloadTooLarge
+from pywharf.http import Request
+from pywharf.index import FileRecord
+from pywharf.metadata import read_wheel_metadata
+
+__all__ = ["Spools", "receive_upload"]
+
+READ_CHUNK_BYTES = 256 * 1024
+# Room for the form fields around the file (a README description can be a few MiB).
+FORM_ALLOWANCE_BYTES = 32 * 1024 * 1024
+# Warehouse's digest fields; blake2_256 is blake2b with a 32-byte digest.
+_DIGESTS: dict[str, Callable[[], Any]] = {
+    "sha256_digest": hashlib.sha256,
+    "blake2_256_digest": lambda: hashlib.blake2b(digest_size=32),
+    "md5_digest": lambda: hashlib.md5(usedforsecurity=False),
+}
+_RETIRED_ACTIONS = {"submit", "submit_pkg_info", "doc_upload", "remove_pkg", "file_upload_legacy"}
+# Lean metadata: the original kept every field, README bodies included, in its index.
+_NOT_KEPT = {"content", "description", ":action", "protocol_version"}
+
+
+class Spools:
+    """The spool files of uploads in progress, so a shutdown can discard them."""
+
+    def __init__(self) -> None:
+        self._active: set[Path] = set()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def new(self, directory: Path) -> Iterator[Path]:
+        path = directory / f"upload-{os.getpid()}-{uuid.uuid4().hex}"
+        with self._lock:
+            self._active.add(path)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+            with self._lock:
+                self._active.discard(path)
+
+    def discard_all(self) -> None:
+        with self._lock:
+            for path in self._active:
+                path.unlink(missing_ok=True)
+
+
+@dataclass
+class _Form:
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    filename: str | None = None
+    size: int = 0
+    hashes: dict[str, Any] = field(default_factory=dict)
+
+    def first(self, name: str) -> str:
+        values = self.fields.get(name)
+        return values[0].strip() if values else ""
+
+
+def _body_chunks(request: Request, length: int) -> Iterator[bytes]:
+    remaining = length
+    while remaining:
+        chunk = request.body.read(min(READ_CHUNK_BYTES, remaining))
+        if not chunk:
+            raise MalformedRequest(f"the body ended after {length - remaining} of {length} bytes")
+        remaining -= len(chunk)
+        yield chunk
+
+
+def _check_length(request: Request, max_file_bytes: int) -> int:
+    if request.content_length is None:
+        raise LengthRequired("an upload needs a Content-Length (chunked bodies are not accepted)")
+    if request.content_length > max_file_bytes + FORM_ALLOWANCE_BYTES:
+        raise PayloadTooLarge(f"the upload is over the limit of {max_file_bytes} bytes per file")
+    return request.content_length
+
+
+def _start_file(form: _Form, event: multipart.File) -> None:
+    if form.filename is not None:
+        raise BadRequest("the upload has more than one 'content' file")
+    form.filename = event.filename
+    # Hash in the same pass as the write; digests whose fields come after the file are
+    # computed afterwards from the spool file (twine and uv send the fields first).
+    form.hashes = {"sha256_digest": hashlib.sha256()}
+    for name in form.fields.keys() & _DIGESTS.keys():
+        form.hashes[name] = _DIGESTS[name]()
+
+
+def _receive(request: Request, spool: Path, max_file_bytes: int) -> _Form:
+    length = _check_length(request, max_file_bytes)
+    boundary = multipart.parse_boundary(request.header("content-type"))
+    limits = replace(multipart.UPLOAD_LIMITS, max_file_bytes=max_file_bytes)
+    decoder = multipart.MultipartDecoder(boundary, limits)
+    form = _Form()
+    in_content = False
+    with spool.open("xb", buffering=0) as sink:
+        for chunk in _body_chunks(request, length):
+            decoder.feed(chunk)
+            in_content = _drain(decoder, form, sink, in_content)
+        decoder.end()
+        _drain(decoder, form, sink, in_content)
+        os.fsync(sink.fileno())  # the file is durable before anything points at it
+    return form
+
+
+def _drain(decoder: multipart.MultipartDecoder, form: _Form, sink: Any, in_content: bool) -> bool:
+    while True:
+        event = decoder.next_event()
+        if event is multipart.NEED_DATA or isinstance(event, multipart.End):
+            return in_content
+        if isinstance(event, multipart.Field):
+            form.fields.setdefault(event.name, []).append(event.value)
+        elif isinstance(event, multipart.File):
+            in_content = event.name == "content"  # gpg_signature and others are not kept
+            if in_content:
+                _start_file(form, event)
+        elif in_content and isinstance(event, multipart.Data):
+            sink.write(event.data)
+            form.size += len(event.data)
+            for digest in form.hashes.values():
+                digest.update(event.data)
+
+
+def _check_action(form: _Form) -> None:
+    action = form.first(":action")
+    if action in _RETIRED_ACTIONS:
+        raise Gone(f":action={action} is no longer supported; upload with :action=file_upload")
+    if action != "file_upload":
+        raise BadRequest(f"expected :action=file_upload, got {action!r}")
+    if form.first("protocol_version") not in ("", "1"):
+        raise BadRequest("Unknown protocol version.")
+
+
+def _check_distribution(form: _Form) -> Distribution:
+    if form.filename is None:
+        raise BadRequest("Upload payload does not have a file (no 'content' part).")
+    name, version = form.first("name"), form.first("version")
+    if not name or not version:
+        raise BadRequest("the upload needs the 'name' and 'version' fields")
+    distribution = parse_filename(form.filename, project=name)
+    if distribution.project != canonicalize_name(name):
+        raise BadRequest(f"{form.filename!r} is not a file of project {name!r}")
+    if not same_version(distribution.version, version):
+        raise BadRequest(f"{form.filename!r} is not version {version!r}")
+    filetype = form.first("filetype")
+    expected = "bdist_wheel" if distribution.kind == "wheel" else "sdist"
+    if filetype and filetype != expected:
+        raise BadRequest(f"filetype {filetype!r} does not fit {form.filename!r} ({expected})")
+    return distribution
+
+
+def _check_digests(form: _Form, spool: Path) -> str:
+    """Verify every digest the client sent; returns our own sha256."""
+    late = {n: _DIGESTS[n]() for n in form.fields.keys() & _DIGESTS.keys() if n not in form.hashes}
+    if late:
+        with spool.open("rb") as file:
+            while chunk := file.read(READ_CHUNK_BYTES):
+                for digest in late.values():
+                    digest.update(chunk)
+    computed = {**form.hashes, **late}
+    for name in form.fields.keys() & _DIGESTS.keys():
+        sent = form.first(name).lower()
+        if sent and sent != computed[name].hexdigest():
+            raise BadRequest(
+                f"The {name} supplied does not match the one calculated from the uploaded file."
+            )
+    sha256: str = computed["sha256_digest"].hexdigest()
+    return sha256
+
+
+def _stage(form: _Form, spool: Path) -> StagedUpload:
+    _check_action(form)
+    distribution = _check_distribution(form)
+    sha256 = _check_digests(form, spool)
+    requires_python = form.first("requires_python")
+    metadata = None
+    if distribution.kind == "wheel":
+        core = read_wheel_metadata(spool, distribution)
+        metadata = core.raw
+        requires_python = (core.requires_python or "").strip()  # the artifact beats the form
+    record = FileRecord(
+        filename=distribution.filename,
+        project=distribution.project,
+        version=distribution.version,
+        sha256=sha256,
+        size=form.size,
+        upload_time=time.time(),
+        requires_python=requires_python if requires_python not in ("", "UNKNOWN") else None,
+        metadata_sha256=hashlib.sha256(metadata).hexdigest() if metadata is not None else None,
+    )
+    kept = {k: v[0] for k, v in form.fields.items() if k not in _NOT_KEPT and v[0] != "UNKNOWN"}
+    return StagedUpload(spool, record, metadata, kept)
+
+
+@contextmanager
+def receive_upload(
+    request: Request, spool_dir: Path, max_file_bytes: int, spools: Spools
+) -> Iterator[StagedUpload]:
+    """Receive and verify an upload; the spool file lives until the `with` block ends."""
+    with spools.new(spool_dir) as spool:
+        form = _receive(request, spool, max_file_bytes)
+        yield _stage(form, spool)

@@ -1,0 +1,170 @@
+"""Test support: a real server on 127.0.0.1, isolated clients, the pyz as a subprocess."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+
+from pywharf.app import App  # noqa: E402
+from pywharf.backends import backend_settings  # noqa: E402
+from pywharf.backends import create_backend  # noqa: E402
+from pywharf.config import parse_repositories  # noqa: E402
+from pywharf.repository import Repository  # noqa: E402
+
+PYZ = REPO / "dist" / "pywharf.pyz"
+BIN = Path(sys.executable).parent
+READ, WRITE = "read-secret", "write-secret"
+CONFIG = f"""
+[local]
+type = "file_system"
+read_secret = "{READ}"
+write_secret = "{WRITE}"
+max_file_bytes = 2000000
+sync_index_interval = 0.2
+"""
+
+
+@dataclass
+class Live:
+    """A running server and the credentials of its `local` repository."""
+
+    host: str
+    port: int
+    root: Path
+    app: App | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def index_url(self, secret: str = READ, name: str = "local") -> str:
+        return f"http://{name}:{secret}@{self.host}:{self.port}/simple/"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = ("local", READ),
+    ) -> tuple[int, dict[str, str], bytes]:
+        all_headers = dict(headers or {})
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            all_headers.setdefault("Authorization", f"Basic {token}")
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            connection.request(method, path, body=body, headers=all_headers)
+            response = connection.getresponse()
+            data = response.read()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+        finally:
+            connection.close()
+
+
+def build_app(root: Path, config: str = CONFIG) -> App:
+    repositories = {}
+    for repository_config in parse_repositories(config, "test config", backend_settings):
+        backend = create_backend(repository_config, root, None)
+        repository = Repository(backend, 3600, 300)
+        repository.sync()
+        repositories[repository_config.name] = repository
+    return App(repositories)
+
+
+def client_env(home: Path) -> dict[str, str]:
+    """An environment in which pip, uv and twine can only reach what the test names."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "TWINE_"))}
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_NO_INPUT="1",
+        UV_NO_CONFIG="1",
+        UV_CACHE_DIR=str(home / "uv-cache"),
+        UV_PYTHON_DOWNLOADS="never",
+        UV_KEYRING_PROVIDER="disabled",
+        TWINE_NON_INTERACTIVE="1",
+        PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",
+    )
+    return env
+
+
+@dataclass
+class ServerProcess:
+    """The pyz server as a subprocess."""
+
+    process: subprocess.Popen[bytes]
+    live: Live
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_until_serving(live: Live, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited {process.returncode}: {log.read_text()}")
+        try:
+            live.request("GET", "/", auth=None)
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"server did not start: {log.read_text()}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_pyz(
+    pyz: Path,
+    root: Path,
+    *args: str,
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    port = free_port()
+    log = root.parent / f"server-{port}.log"
+    root.mkdir(parents=True, exist_ok=True)
+    command = [python, str(pyz), "server", str(root), "--host", "127.0.0.1", "--port", str(port)]
+    process_env = dict(env if env is not None else os.environ)
+    process_env.setdefault("SHIV_ROOT", str(root.parent / "shiv"))
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [*command, *args], stdout=sink, stderr=subprocess.STDOUT, env=process_env
+        )
+    live = Live("127.0.0.1", port, root)
+    wait_until_serving(live, process, log)
+    return ServerProcess(process, live, log)
+
+
+def stop(server: ServerProcess) -> int:
+    server.process.terminate()
+    try:
+        return server.process.wait(15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+        raise AssertionError("the server ignored SIGTERM") from None

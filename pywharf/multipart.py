@@ -25,6 +25,10 @@ from pywharf.errors import UnsupportedMediaType
 
 __all__ = [
     "END",
+    "MAX_FIELDS_TOTAL_BYTES",
+    "MAX_FIELD_BYTES",
+    "MAX_PARTS",
+    "MAX_PART_HEADER_BYTES",
     "NEED_DATA",
     "UPLOAD_LIMITS",
     "Data",
@@ -283,15 +287,11 @@ class MultipartDecoder:
             raise MalformedRequest(f"Text field {_shown(self._name)} is not valid UTF-8") from None
 
     def _check_field_size(self, size: int) -> None:
-        limits = self._limits
-        if size > limits.max_field_bytes:
-            raise PayloadTooLarge(
-                f"Text field {_shown(self._name)} is over {_size(limits.max_field_bytes)}"
-            )
-        if self._fields_bytes + size > limits.max_fields_total_bytes:
-            raise PayloadTooLarge(
-                f"Text fields are over {_size(limits.max_fields_total_bytes)} in total"
-            )
+        one, total = self._limits.max_field_bytes, self._limits.max_fields_total_bytes
+        if size > one:
+            raise PayloadTooLarge(f"Text field {_shown(self._name)} is over {_size(one)}")
+        if self._fields_bytes + size > total:
+            raise PayloadTooLarge(f"Text fields are over {_size(total)} in total")
 
     def _file(self) -> Event:
         at = self._buffer.find(self._delimiter)
@@ -401,7 +401,8 @@ def _ext_value(header: str, text: str) -> str:
 
 def _shown(text: str) -> str:
     """Client text quoted for a message: ASCII only (reason phrases are Latin-1), and short."""
-    return ascii(text[:60] + "..." if len(text) > 60 else text)
+    quoted = ascii(text)
+    return quoted if len(quoted) <= 60 else quoted[:56] + "...'"
 
 
 def _size(size: int) -> str:

@@ -29,6 +29,7 @@ from pywharf.http import http_date
 from pywharf.http import negotiate
 from pywharf.http import parse_basic_auth
 from pywharf.http import parse_range
+from pywharf.http import read_form
 from pywharf.index import FileRecord
 from pywharf.pages import Page
 from pywharf.repository import Repository
@@ -85,8 +86,9 @@ def _redirect(location: str, status: int = 301) -> Response:
 class App:
     """Routes requests for a set of repositories, chosen by the Basic-auth username."""
 
-    def __init__(self, repositories: Mapping[str, Repository]) -> None:
+    def __init__(self, repositories: Mapping[str, Repository], extra_index_url: str = "") -> None:
         self.repositories = dict(repositories)
+        self.extra_index_url = extra_index_url.rstrip("/") + "/" if extra_index_url else ""
         self.spools = Spools()
 
     def handle(self, request: Request) -> Response:
@@ -109,6 +111,8 @@ class App:
             return self._root(request)
         if path.startswith("/simple/"):
             return self._simple(request, path[len("/simple/") :].split("/"))
+        if path.startswith("/api/"):
+            return self._manage(request, path[len("/api/") :].split("/"))
         if path == "/index_mtime/":
             repository = self._authorized(request, Permission.READ, _READ)
             return _text(200, str(repository.index_mtime))
@@ -166,6 +170,10 @@ class App:
 
     def _project(self, request: Request, repository: Repository, name: str) -> Response:
         project = repository.index.project(name)  # type: ignore[arg-type]
+        if project is None and self.extra_index_url:
+            # Only for projects we lack: a local project is never shadowed by the extra index.
+            # 302, not 301: pip caches a 301 forever, and the project may be uploaded later.
+            return _redirect(f"{self.extra_index_url}{quote(name)}/", 302)
         if project is None:
             raise NotFound(f"project {name!r} is not in repository {repository.name!r}")
         media = negotiate(request.header("accept"), request.query.get("format"))
@@ -195,6 +203,25 @@ class App:
                 302, [("Location", target.url), ("Content-Length", "0")], user=repository.name
             )
         return _file_response(request, target, etag, record.upload_time, repository.name)
+
+    # --- management: yank, un-yank, delete ---------------------------------------------------
+
+    def _manage(self, request: Request, parts: list[str]) -> Response:
+        """`POST /api/yank|unyank/<project>/<version or filename>` (form field `reason`),
+        `DELETE /api/files/<project>/<filename>`; all need the write secret."""
+        if len(parts) != 3 or parts[0] not in ("yank", "unyank", "files"):
+            raise NotFound(f"no page at {request.path}")
+        action, project, target = parts
+        method = "DELETE" if action == "files" else "POST"
+        repository = self._authorized(request, Permission.WRITE, (method,))
+        if action == "files":
+            changed = repository.delete(canonicalize_name(project), target)
+        else:
+            reason = read_form(request).get("reason", "") if action == "yank" else None
+            changed = repository.yank(canonicalize_name(project), target, reason)
+        response = _text(200, "\n".join(f"{action}: {name}" for name in changed))
+        response.user = repository.name
+        return response
 
     # --- uploads -----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import logging
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import tomli_w
 
 from pywharf import __version__
 from pywharf.app import App
+from pywharf.backends import Backend
 from pywharf.backends import backend_settings
 from pywharf.backends import create_backend
 from pywharf.config import AdminSecrets
@@ -21,6 +23,8 @@ from pywharf.config import RepositoryConfig
 from pywharf.config import parse_admin_secrets
 from pywharf.config import parse_repositories
 from pywharf.config import read_text
+from pywharf.dists import NormalizedName
+from pywharf.dists import canonicalize_name
 from pywharf.errors import ConfigError
 from pywharf.errors import PywharfError
 from pywharf.repository import Repository
@@ -135,7 +139,7 @@ def run_server(options: dict[str, Any]) -> int:
     )
     root, configs, admin = _load(options)
     repositories = _build_repositories(root, configs, admin, options)
-    app = App(repositories)
+    app = App(repositories, options["extra_index_url"])
     server = Server((options["host"], options["port"]), app, default_access_log())
     if options["config"] is None:
         _print_usage_lines(configs[0], options["host"], server.server_address[1])
@@ -154,20 +158,21 @@ def run_server(options: dict[str, Any]) -> int:
     return 0
 
 
-def run_update_index(options: dict[str, Any]) -> int:
-    name = options["name"].lower()
+def _backend_from_flags(options: dict[str, Any]) -> Backend:
+    """A backend configured by command-line flags, as update_index and yank take them."""
     section: dict[str, Any] = {"type": options["type"], **options["extra"]}
-    text = tomli_w.dumps({name: section})
-    (config,) = parse_repositories(text, "update_index flags", backend_settings)
+    text = tomli_w.dumps({options["name"].lower(): section})
+    (config,) = parse_repositories(text, "flags", backend_settings)
     secret = options["secret"]
     if options["secret_env"]:
         secret = os.environ.get(options["secret_env"])
         if secret is None:
-            raise UsageError(
-                f"update_index: environment variable {options['secret_env']} is not set"
-            )
-    root = Path(options["root"] or ".").resolve()
-    backend = create_backend(config, root, secret)
+            raise UsageError(f"environment variable {options['secret_env']} is not set")
+    return create_backend(config, Path(options["root"]).resolve(), secret)
+
+
+def run_update_index(options: dict[str, Any]) -> int:
+    backend = _backend_from_flags(options)
     try:
         report = backend.rebuild_index()
     finally:
@@ -177,7 +182,37 @@ def run_update_index(options: dict[str, Any]) -> int:
     return 0
 
 
-RUNNERS = {"server": run_server, "update_index": run_update_index}
+def _change(options: dict[str, Any], act: Callable[[Repository, NormalizedName], list[str]]) -> int:
+    backend = _backend_from_flags(options)
+    try:
+        repository = Repository(backend, 0, 0)
+        repository.sync()
+        for filename in act(repository, canonicalize_name(options["project"])):
+            print(f"{options['command']}: {filename}")
+    finally:
+        backend.close()
+    return 0
+
+
+def run_yank(options: dict[str, Any]) -> int:
+    return _change(options, lambda r, p: r.yank(p, options["target"], options["reason"]))
+
+
+def run_unyank(options: dict[str, Any]) -> int:
+    return _change(options, lambda r, p: r.yank(p, options["target"], None))
+
+
+def run_delete(options: dict[str, Any]) -> int:
+    return _change(options, lambda r, p: r.delete(p, options["target"]))
+
+
+RUNNERS = {
+    "server": run_server,
+    "update_index": run_update_index,
+    "yank": run_yank,
+    "unyank": run_unyank,
+    "delete": run_delete,
+}
 
 
 def run(argv: Sequence[str]) -> int:
@@ -195,7 +230,9 @@ def run(argv: Sequence[str]) -> int:
     if "--help" in argv[1:] or "-h" in argv[1:]:
         print(help_text(command))
         return 0
-    return RUNNERS[command.name](parse_flags(command, argv[1:]))
+    options = parse_flags(command, argv[1:])
+    options["command"] = command.name
+    return RUNNERS[command.name](options)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -13,8 +13,14 @@ from dataclasses import field
 from email.utils import formatdate
 from typing import Protocol
 from typing import Union
+from urllib.parse import parse_qsl
 
+from pywharf.errors import BadRequest
+from pywharf.errors import LengthRequired
+from pywharf.errors import MalformedRequest
+from pywharf.errors import PayloadTooLarge
 from pywharf.errors import RangeNotSatisfiable
+from pywharf.errors import UnsupportedMediaType
 
 __all__ = [
     "HTML",
@@ -29,6 +35,8 @@ __all__ = [
     "negotiate",
     "parse_basic_auth",
     "parse_range",
+    "read_body",
+    "read_form",
 ]
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -87,6 +95,43 @@ class Response:
     @property
     def length(self) -> int:
         return self.body.length if isinstance(self.body, FileBody) else len(self.body)
+
+
+# A management or login form is a few fields; anything bigger is not one.
+MAX_FORM_BYTES = 1024 * 1024
+
+
+def read_body(request: Request, limit: int) -> bytes:
+    """The whole (small) body; over `limit` is a 413, a cut-off body a 400."""
+    if request.content_length is None:
+        raise LengthRequired("this request needs a Content-Length")
+    if request.content_length > limit:
+        raise PayloadTooLarge(f"the body is over {limit} bytes")
+    chunks, remaining = [], request.content_length
+    while remaining:
+        chunk = request.body.read(remaining)
+        if not chunk:
+            raise MalformedRequest("the body ended early")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_form(request: Request) -> dict[str, str]:
+    """Query and `application/x-www-form-urlencoded` fields (the body's win)."""
+    fields = dict(request.query)
+    body = read_body(request, MAX_FORM_BYTES)
+    if not body:
+        return fields
+    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("send the form as application/x-www-form-urlencoded")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the form is not UTF-8") from None
+    fields.update(parse_qsl(text, keep_blank_values=True))
+    return fields
 
 
 def http_date(timestamp: float) -> str:

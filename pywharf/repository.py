@@ -5,15 +5,22 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from packaging.utils import NormalizedName
+
 from pywharf.auth import AuthCache
 from pywharf.auth import Permission
 from pywharf.backends import Backend
 from pywharf.backends import StagedUpload
+from pywharf.dists import same_version
 from pywharf.errors import DistributionExists
+from pywharf.errors import NotFound
 from pywharf.index import Add
+from pywharf.index import Delete
 from pywharf.index import Event
 from pywharf.index import FileRecord
 from pywharf.index import Index
+from pywharf.index import Project
+from pywharf.index import Yank
 from pywharf.pages import Renderer
 
 __all__ = ["Repository"]
@@ -65,3 +72,29 @@ class Repository:
         """Persist a yank or delete, then show it."""
         self.backend.record(event)
         self.index.apply([event])
+
+    def _project(self, name: NormalizedName) -> Project:
+        project = self.index.project(name)
+        if project is None:
+            raise NotFound(f"project {name!r} is not in repository {self.name!r}")
+        return project
+
+    def yank(self, name: NormalizedName, target: str, reason: str | None) -> list[str]:
+        """PEP 592: yank (or with `reason=None` un-yank) one file, or every file of a version."""
+        project = self._project(name)
+        record = project.file(target)
+        records = (
+            [record] if record else [r for r in project.files if same_version(r.version, target)]
+        )
+        if not records:
+            raise NotFound(f"{target!r} is neither a file nor a version of {name!r}")
+        for each in records:
+            self.change(Yank(name, each.filename, reason))
+        return [r.filename for r in records]
+
+    def delete(self, name: NormalizedName, filename: str) -> list[str]:
+        """Delete one file; its filename can never again hold other bytes."""
+        if self._project(name).file(filename) is None:
+            raise NotFound(f"{filename!r} is not a file of {name!r}")
+        self.change(Delete(name, filename))
+        return [filename]

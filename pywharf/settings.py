@@ -49,20 +49,46 @@ SERVER = Command(
         Setting("port", int, 8888, "Port to listen on."),
     ),
 )  # fmt: skip
+_BACKEND_FLAGS = (
+    Setting("type", str, None, "Backend type, e.g. file_system.", True),
+    Setting("name", str, None, "Repository name.", True),
+    Setting("root", str, ".", "State directory of the server (file_system)."),
+    Setting("secret", str, None, "The backend secret (prefer --secret_env)."),
+    Setting("secret_env", str, None, "Name of the environment variable holding the secret."),
+)
+_TARGET = (
+    Setting("project", str, None, "Project name.", True),
+    Setting("target", str, None, "A filename, or a version for all of its files.", True),
+)
 UPDATE_INDEX = Command(
     "update_index",
-    "Rebuild a backend's index from what its storage really holds.",
+    "Rebuild a backend's index from what its storage really holds; report what changed.",
     ("type", "name"),
-    (
-        Setting("type", str, None, "Backend type, e.g. file_system.", True),
-        Setting("name", str, None, "Repository name.", True),
-        Setting("root", str, None, "State directory of the server (file_system)."),
-        Setting("secret", str, None, "The backend secret (prefer --secret_env)."),
-        Setting("secret_env", str, None, "Name of the environment variable holding the secret."),
-    ),
+    _BACKEND_FLAGS,
     open_flags=True,
 )
-COMMANDS = {c.name: c for c in (SERVER, UPDATE_INDEX)}
+YANK = Command(
+    "yank",
+    "Yank a file or a whole release (PEP 592): installs skip it unless pinned exactly.",
+    ("type", "name", "project", "target"),
+    (*_BACKEND_FLAGS, *_TARGET, Setting("reason", str, "", "Why, shown to installers.")),
+    open_flags=True,
+)
+UNYANK = Command(
+    "unyank",
+    "Undo a yank of a file or a whole release.",
+    ("type", "name", "project", "target"),
+    (*_BACKEND_FLAGS, *_TARGET),
+    open_flags=True,
+)
+DELETE = Command(
+    "delete",
+    "Delete one file; its filename can never hold other bytes again.",
+    ("type", "name", "project", "target"),
+    (*_BACKEND_FLAGS, *_TARGET),
+    open_flags=True,
+)
+COMMANDS = {c.name: c for c in (SERVER, UPDATE_INDEX, YANK, UNYANK, DELETE)}
 
 
 def _flag_name(text: str) -> str:

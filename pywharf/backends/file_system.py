@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +50,7 @@ from pywharf.index import Index
 from pywharf.index import Yank
 from pywharf.index import event_from_json
 from pywharf.index import event_to_json
+from pywharf.remote_index import dump_index
 
 __all__ = ["FileSystemBackend"]
 
@@ -322,11 +324,13 @@ class FileSystemBackend:
                 deleted = {e.filename: e for e in events if isinstance(e, Delete)}
             report = RepairReport()
             found = []
+            locations = {}
             for path in self._stored_files():
                 record = self._record_from_disk(path)
                 if record is None:
                     continue
                 found.append(record)
+                locations[record.filename] = {"package_path": str(path)}
                 known = before.file(record.project, record.filename)
                 if known is None:
                     report.added.append(record.filename)
@@ -338,6 +342,8 @@ class FileSystemBackend:
             lines = [event_to_json(Add(r)) for r in found] + [event_to_json(e) for e in tombstones]
             body = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
             _write_atomically(self._journal, body.encode())
+            remote = dump_index(found, int(time.time()), "file_system", locations)
+            _write_atomically(self.storage / "index.toml", remote)  # the original's index file
             report.total = len(found)
             return report
 

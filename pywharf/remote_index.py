@@ -1,0 +1,103 @@
+"""The remote index file (`index.toml`): the original's format, read in full, written lean.
+
+The original wrote `mtime` and one `[[pkgs]]` table per file with every upload form field in
+`[pkgs.meta]`, README bodies included (533 KB for 42 files). We read all of that and write only
+what an index needs; our own fields ride in `[pkgs.meta]`, where the original ignores them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import tomli_w
+
+from pywharf.config import load_toml
+from pywharf.dists import SDIST_SUFFIXES
+from pywharf.dists import canonicalize_name
+from pywharf.dists import parse_filename
+from pywharf.errors import PywharfError
+from pywharf.errors import StorageError
+from pywharf.index import FileRecord
+
+__all__ = ["dump_index", "load_index"]
+
+_EXTENSIONS = ("whl", *(s.lstrip(".") for s in SDIST_SUFFIXES))
+
+
+def _split_extension(filename: str) -> tuple[str, str]:
+    for extension in sorted(_EXTENSIONS, key=len, reverse=True):
+        if filename.endswith("." + extension):
+            return filename[: -len(extension) - 1], extension
+    raise StorageError(f"{filename!r} has no known extension")
+
+
+def _entry(record: FileRecord, backend_type: str, location: dict[str, Any]) -> dict[str, Any]:
+    package, extension = _split_extension(record.filename)
+    meta: dict[str, Any] = {
+        "name": record.project,
+        "version": record.version,
+        "distrib": record.project,
+        "sha256": record.sha256,
+        "size": record.size,
+        "upload_time": record.upload_time,
+    }
+    if record.requires_python:
+        meta["requires_python"] = record.requires_python
+    if record.metadata_sha256:
+        meta["metadata_sha256"] = record.metadata_sha256
+    if record.yanked is not None:
+        meta["yanked"] = record.yanked
+    entry = {"type": backend_type, "distrib": record.project, "package": package,
+             "ext": extension, "sha256": record.sha256, **location.get(record.filename, {}),
+             "meta": meta}  # fmt: skip
+    return entry
+
+
+def dump_index(
+    records: Iterable[FileRecord],
+    mtime: int,
+    backend_type: str,
+    locations: dict[str, Any] | None = None,
+) -> bytes:
+    """The lean index; `locations` adds the original's `url` / `package_path` per filename."""
+    entries = [_entry(r, backend_type, locations or {}) for r in records]
+    return tomli_w.dumps({"mtime": mtime, "pkgs": entries}).encode()
+
+
+def _record(entry: dict[str, Any], default_time: float) -> FileRecord:
+    meta = entry.get("meta") or {}
+    filename = f"{entry['package']}.{entry['ext']}"
+    distribution = parse_filename(filename, project=entry.get("distrib"))
+    project = canonicalize_name(entry.get("distrib") or distribution.project)
+    requires_python = meta.get("requires_python") or None
+    return FileRecord(
+        filename=filename,
+        project=project,
+        version=distribution.version,
+        sha256=str(entry["sha256"]),
+        size=int(meta.get("size", 0)),
+        upload_time=float(meta.get("upload_time", default_time)),
+        requires_python=requires_python if requires_python != "UNKNOWN" else None,
+        metadata_sha256=meta.get("metadata_sha256"),
+        yanked=meta.get("yanked"),
+    )
+
+
+def load_index(data: bytes, source: str) -> tuple[int, list[FileRecord], list[dict[str, Any]]]:
+    """(mtime, records, raw entries): entries the original wrote but we cannot read are skipped."""
+    try:
+        document = load_toml(data.decode("utf-8"), source)
+    except UnicodeDecodeError as error:
+        raise StorageError(f"{source}: not UTF-8: {error}") from None
+    except PywharfError as error:
+        raise StorageError(str(error)) from None
+    mtime = int(document.get("mtime", 0))
+    records, entries = [], []
+    for entry in document.get("pkgs", []):
+        try:
+            records.append(_record(entry, float(mtime)))
+            entries.append(entry)
+        except (PywharfError, KeyError, TypeError, ValueError):
+            continue  # the original indexed only what it could read; so do we
+    return mtime, records, entries

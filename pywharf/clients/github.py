@@ -583,7 +583,8 @@ def _message(data: bytes) -> str:
     parts = [str(body.get("message", "(no message)")).replace("\n", " ")]
     for item in body.get("errors") or ():
         if isinstance(item, dict):
-            parts.append(f"{item.get('resource')}.{item.get('field')} {item.get('code')}")
+            text = f"{item.get('resource')}.{item.get('field')} {item.get('code')}"
+            parts.append(f"{text}: {item['message']}" if item.get("message") else text)
     return "; ".join(parts)[:300]
 
 

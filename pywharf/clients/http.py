@@ -247,15 +247,19 @@ class Transport:
                     ) from exc
                 self._pause(self.policy.backoff_for(attempt), method, url, type(exc).__name__)
             else:
-                repeatable = idempotent and start is not None
-                wait = self._wait_for(response, repeatable, attempt, advisor)
+                wait = self._wait_for(response, idempotent, start is not None, attempt, advisor)
                 if wait is None:
                     return response
                 self._pause(wait.seconds, method, url, f"HTTP {response.status}")
             attempt += 1
 
     def _wait_for(
-        self, response: Response, repeatable: bool, attempt: int, advisor: Advisor | None
+        self,
+        response: Response,
+        idempotent: bool,
+        rewindable: bool,
+        attempt: int,
+        advisor: Advisor | None,
     ) -> Wait | None:
         """How long to wait before trying again, or None to hand the response back."""
         last = attempt + 1 >= self.policy.attempts
@@ -263,10 +267,10 @@ class Transport:
         if wait is not None:
             # A throttled request was refused before it took effect: any method may repeat,
             # provided its body can be sent again.
-            if wait.seconds > self.policy.max_wait or last or not repeatable:
+            if wait.seconds > self.policy.max_wait or last or not rewindable:
                 raise StorageUnavailable(wait.reason)
             return wait
-        if response.status in RETRY_STATUSES and repeatable and not last:
+        if response.status in RETRY_STATUSES and idempotent and rewindable and not last:
             return Wait(self.policy.backoff_for(attempt), f"HTTP {response.status}")
         return None
 

@@ -66,7 +66,7 @@ class Hook:
 
     method: str
     path: re.Pattern[str]
-    action: Callable[[], None]
+    action: Callable[[], object]
     times: int = 1
 
     def matches(self, method: str, path: str) -> bool:

@@ -16,8 +16,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
+from email.message import Message
 from typing import Any
 from typing import Callable
+from typing import Union
 from urllib.parse import unquote
 
 from tests.fake_github import render
@@ -33,6 +35,8 @@ from tests.fake_github.state import timestamp
 JSON_BLOB_LIMIT = 1024 * 1024  # the JSON contents API stops at 1 MB (raw goes to 100 MB)
 SIGNED_URL_SECONDS = 300
 PULL, PUSH, ADMIN = 1, 2, 3
+# What http.server hands over (an email Message) or a plain mapping: both have get/items.
+Headers = Union[Mapping[str, str], "Message[str, str]"]
 
 
 @dataclass
@@ -41,7 +45,7 @@ class Request:
     method: str
     path: str  # still percent-encoded
     query: dict[str, list[str]]
-    headers: Mapping[str, str]
+    headers: Headers
     body: bytes
     user: Account | None = None
 
@@ -135,7 +139,9 @@ class Route:
 ROUTES: list[Route] = []
 
 
-def route(origin: str, method: str, template: str, operation: str | None = "") -> Any:
+def route(
+    origin: str, method: str, template: str, operation: str | None = ""
+) -> Callable[[Handler], Handler]:
     """Register a handler for `template` ({path} and {ref} may span slashes)."""
 
     def compile_part(match: re.Match[str]) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from tests.fake_github.faults import default_body
 from tests.fake_github.faults import rate_limit_fault
 from tests.fake_github.routes import Answer
 from tests.fake_github.routes import Ctx
+from tests.fake_github.routes import Headers
 from tests.fake_github.routes import Reply
 from tests.fake_github.routes import Request
 from tests.fake_github.state import Account
@@ -85,9 +87,8 @@ class FakeGitHub:
     def start(self) -> FakeGitHub:
         for name in ORIGINS:
             handler = type(f"{name.title()}Handler", (_Handler,), {"fake": self, "origin": name})
-            server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-            server.daemon_threads = True
-            thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+            server = _Server(("127.0.0.1", 0), handler)
+            thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
             thread.start()
             self._servers[name] = server
             self._threads.append(thread)
@@ -110,7 +111,7 @@ class FakeGitHub:
 
     def url(self, origin: str) -> str:
         host, port = self._servers[origin].server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def api_url(self) -> str:
@@ -303,7 +304,7 @@ class FakeGitHub:
         self.inject(method, path, status, times=times, headers=headers, body=body)
 
     def on_request(
-        self, method: str, path: str, action: Callable[[], None], *, times: int = 1
+        self, method: str, path: str, action: Callable[[], object], *, times: int = 1
     ) -> None:
         """Run `action` before handling the next matching request (say, a rival commit)."""
         with self.world.lock:
@@ -315,9 +316,7 @@ class FakeGitHub:
 
     # -- handling --------------------------------------------------------------------------
 
-    def handle(
-        self, origin: str, method: str, target: str, headers: Mapping[str, str], body: bytes
-    ) -> Reply:
+    def handle(self, origin: str, method: str, target: str, headers: Headers, body: bytes) -> Reply:
         parts = urlsplit(target)
         request = Request(origin, method, parts.path, parse_qs(parts.query, True), headers, body)
         self._run_hooks(method, parts.path)
@@ -443,6 +442,15 @@ class FakeGitHub:
         )
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that hang up (a test's timeout) are expected; anything else is loud."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def _encode(body: Any) -> bytes:
     if body is None:
         return b""
@@ -456,6 +464,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     timeout = 30
+    disable_nagle_algorithm = True  # headers and body go out in two writes
     fake: FakeGitHub
     origin: str
 

@@ -6,14 +6,16 @@ Plain mutable records guarded by `World.lock`; the routes and the seeding API ch
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from dataclasses import dataclass
 from dataclasses import field
 
 LEVELS = {"pull": 1, "push": 2, "admin": 3}
-# GitHub keeps asset names to these characters; a run of anything else becomes one ".".
-ASSET_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+")
+# GitHub keeps letters, digits and "._-+" in asset names; a run of other characters (with
+# the dots around it) becomes one ".".
+_SPECIAL_RUN = re.compile(r"[^A-Za-z0-9_+-]*[^A-Za-z0-9._+-][^A-Za-z0-9_+-]*")
 
 
 def blob_sha(data: bytes) -> str:
@@ -27,13 +29,7 @@ def timestamp(epoch: float | None = None) -> str:
 
 def mangle_asset_name(name: str) -> str:
     """GitHub's renaming of asset names: special-character runs to ".", no edge dots."""
-    out: list[str] = []
-    for char in name:
-        if char in ASSET_NAME_CHARS:
-            out.append(char)
-        elif not out or out[-1] != ".":
-            out.append(".")
-    return "".join(out).strip(".") or "default"
+    return _SPECIAL_RUN.sub(".", name).strip(".") or "default"
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from collections.abc import Mapping
+from typing import Protocol
 from urllib.parse import quote
 
 from pywharf.auth import Permission
@@ -15,11 +16,13 @@ from pywharf.backends import LocalFile
 from pywharf.backends import Redirect
 from pywharf.dists import canonicalize_name
 from pywharf.errors import AuthenticationRequired
+from pywharf.errors import BadRequest
 from pywharf.errors import Forbidden
 from pywharf.errors import MethodNotAllowed
 from pywharf.errors import NotFound
 from pywharf.errors import PywharfError
 from pywharf.errors import RequestError
+from pywharf.errors import SeeOther
 from pywharf.errors import StorageError
 from pywharf.http import JSON
 from pywharf.http import FileBody
@@ -29,16 +32,34 @@ from pywharf.http import http_date
 from pywharf.http import negotiate
 from pywharf.http import parse_basic_auth
 from pywharf.http import parse_range
+from pywharf.http import prefers_html
 from pywharf.http import read_form
+from pywharf.http import read_form_fields
 from pywharf.index import FileRecord
+from pywharf.login import login_form
+from pywharf.login import login_redirect
+from pywharf.login import logout
+from pywharf.login import submit_login
 from pywharf.pages import Page
 from pywharf.repository import Repository
+from pywharf.session import SESSION_COOKIE
+from pywharf.session import SessionKeys
+from pywharf.session import parse_cookies
 from pywharf.upload import Spools
 from pywharf.upload import receive_upload
 
 __all__ = ["App", "error_response"]
 
 log = logging.getLogger("pywharf")
+
+
+class Initializer(Protocol):
+    """Who may re-initialize the server, and how (the service implements it)."""
+
+    def authorize_initialize(self, password: str | None) -> None: ...
+
+    def initialize(self, config_text: str, admin_text: str | None) -> list[str]: ...
+
 
 # Pages change with every upload: clients may keep them but must revalidate (a cheap 304).
 PAGE_CACHE_CONTROL = "private, no-cache"
@@ -86,9 +107,17 @@ def _redirect(location: str, status: int = 301) -> Response:
 class App:
     """Routes requests for a set of repositories, chosen by the Basic-auth username."""
 
-    def __init__(self, repositories: Mapping[str, Repository], extra_index_url: str = "") -> None:
-        self.repositories = dict(repositories)
+    def __init__(
+        self,
+        repositories: Mapping[str, Repository],
+        extra_index_url: str = "",
+        initializer: Initializer | None = None,
+        sessions: SessionKeys | None = None,
+    ) -> None:
+        self.repositories = dict(repositories)  # replaced whole, never changed in place
         self.extra_index_url = extra_index_url.rstrip("/") + "/" if extra_index_url else ""
+        self.initializer = initializer
+        self.sessions = sessions
         self.spools = Spools()
 
     def handle(self, request: Request) -> Response:
@@ -111,6 +140,8 @@ class App:
             return self._root(request)
         if path.startswith("/simple/"):
             return self._simple(request, path[len("/simple/") :].split("/"))
+        if path in ("/login/", "/logout/", "/initialize/"):
+            return self._session_route(request, path)
         if path.startswith("/api/"):
             return self._manage(request, path[len("/api/") :].split("/"))
         if path == "/index_mtime/":
@@ -139,11 +170,7 @@ class App:
         """The repository named by the credentials; 401 before any lookup, so nothing leaks."""
         credentials = parse_basic_auth(request.header("authorization"))
         if credentials is None:
-            raise AuthenticationRequired(
-                "Authentication required: the username is the repository name, "
-                "the password its secret",
-                _REALM,
-            )
+            return self._from_session(request, needed, methods)
         user, secret = credentials
         repository = self.repositories.get(user.lower())
         granted = repository.permission(secret, needed) if repository else Permission.NONE
@@ -154,6 +181,55 @@ class App:
         if request.method not in methods:
             raise MethodNotAllowed(request.method, methods)
         return repository
+
+    def _from_session(
+        self, request: Request, needed: Permission, methods: tuple[str, ...]
+    ) -> Repository:
+        """A browser's session (read only); a browser without one goes to the login page."""
+        cookie = parse_cookies(request.header("cookie")).get(SESSION_COOKIE)
+        session = self.sessions.check(cookie) if self.sessions and cookie else None
+        repository = self.repositories.get(session.repository) if session else None
+        if repository is not None and needed is Permission.READ and request.method in methods:
+            return repository
+        if self.sessions and request.method == "GET" and prefers_html(request.header("accept")):
+            raise SeeOther(login_redirect(request))
+        raise AuthenticationRequired(
+            "Authentication required: the username is the repository name, the password its secret",
+            _REALM,
+        )
+
+    # --- login and /initialize/ --------------------------------------------------------------
+
+    def _check_secret(self, name: str, secret: str) -> Permission:
+        repository = self.repositories.get(name)
+        return repository.permission(secret, Permission.READ) if repository else Permission.NONE
+
+    def _session_route(self, request: Request, path: str) -> Response:
+        if path == "/initialize/":
+            return self._initialize(request)
+        if self.sessions is None:
+            raise NotFound("browser login is not enabled")
+        if path == "/logout/":
+            return logout(request)
+        if request.method == "POST":
+            return submit_login(request, self.sessions, self._check_secret)
+        if request.method not in _READ:
+            raise MethodNotAllowed(request.method, (*_READ, "POST"))
+        return login_form(request, self.sessions)
+
+    def _initialize(self, request: Request) -> Response:
+        """The original's run-time reconfiguration, now authorized (see Service)."""
+        if self.initializer is None:
+            raise NotFound("this server cannot be re-initialized")
+        if request.method != "POST":
+            raise MethodNotAllowed(request.method, ("POST",))
+        credentials = parse_basic_auth(request.header("authorization"))
+        self.initializer.authorize_initialize(credentials[1] if credentials else None)
+        fields = read_form_fields(request)
+        if not fields.get("config"):
+            raise BadRequest("the form needs a 'config' field (TOML text or a file part)")
+        names = self.initializer.initialize(fields["config"], fields.get("admin_secret") or None)
+        return _text(200, f"Done: serving {', '.join(names)}")
 
     # --- pages -------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ __all__ = [
     "RepositoryConfig",
     "Setting",
     "coerce",
+    "coerce_setting",
     "load_toml",
     "parse_admin_secrets",
     "parse_repositories",
@@ -41,6 +42,7 @@ class Setting:
     default: Any
     help: str
     required: bool = False
+    bounds: tuple[int, int] | None = None  # inclusive, for numbers
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,15 @@ def coerce(value: Any, kind: type, where: str) -> Any:
     return value
 
 
+def coerce_setting(value: Any, setting: Setting, where: str) -> Any:
+    """`coerce`, then the setting's bounds."""
+    result = coerce(value, setting.type, where)
+    if setting.bounds and not setting.bounds[0] <= result <= setting.bounds[1]:
+        low, high = setting.bounds
+        raise ConfigError(f"{where}: {value!r} is not between {low} and {high}")
+    return result
+
+
 def _wrong(value: Any, kind: type, where: str) -> Any:
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     raise ConfigError(f"{where}: {value!r} is not {names.get(kind, kind.__name__)}")
@@ -130,8 +141,8 @@ def _validated(
     values = {}
     for setting in settings:
         if setting.key in section:
-            values[setting.key] = coerce(
-                section[setting.key], setting.type, f"{where}.{setting.key}"
+            values[setting.key] = coerce_setting(
+                section[setting.key], setting, f"{where}.{setting.key}"
             )
         elif setting.required:
             raise ConfigError(f"{where}.{setting.key}: required key is missing")

@@ -23,6 +23,7 @@ __all__ = [
     "PywharfError",
     "RangeNotSatisfiable",
     "RequestError",
+    "SeeOther",
     "StorageError",
     "StorageNotFound",
     "StorageUnavailable",
@@ -118,6 +119,16 @@ class MethodNotAllowed(RequestError):
     def __init__(self, method: str, allowed: tuple[str, ...]) -> None:
         super().__init__(f"Method {method} is not allowed here; use {', '.join(allowed)}")
         self.headers = (("Allow", ", ".join(allowed)),)
+
+
+class SeeOther(RequestError):
+    """A browser without a session is led to the login page (303)."""
+
+    status = 303
+
+    def __init__(self, location: str) -> None:
+        super().__init__(f"Log in first: {location}")
+        self.headers = (("Location", location),)
 
 
 class Gone(RequestError):

@@ -15,6 +15,7 @@ from typing import Protocol
 from typing import Union
 from urllib.parse import parse_qsl
 
+from pywharf import multipart
 from pywharf.errors import BadRequest
 from pywharf.errors import LengthRequired
 from pywharf.errors import MalformedRequest
@@ -35,6 +36,8 @@ __all__ = [
     "negotiate",
     "parse_basic_auth",
     "parse_range",
+    "prefers_html",
+    "read_form_fields",
     "read_body",
     "read_form",
 ]
@@ -117,6 +120,34 @@ def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _multipart_fields(request: Request, body: bytes) -> dict[str, str]:
+    decoder = multipart.MultipartDecoder(multipart.parse_boundary(request.header("content-type")))
+    decoder.feed(body)
+    decoder.end()
+    fields: dict[str, str] = {}
+    current: str | None = None
+    while not isinstance(event := decoder.next_event(), (multipart.End, multipart.NeedData)):
+        if isinstance(event, multipart.Field):
+            fields[event.name] = event.value
+        elif isinstance(event, multipart.File):
+            current = event.name
+            fields[current] = ""
+        elif current is not None:  # file parts are small text files here (TOML)
+            try:
+                fields[current] += event.data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest(f"the file part {current!r} is not UTF-8 text") from None
+    return fields
+
+
+def read_form_fields(request: Request) -> dict[str, str]:
+    """A small form posted urlencoded or as multipart (file parts read as text)."""
+    content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        return _multipart_fields(request, read_body(request, MAX_FORM_BYTES))
+    return read_form(request)
+
+
 def read_form(request: Request) -> dict[str, str]:
     """Query and `application/x-www-form-urlencoded` fields (the body's win)."""
     fields = dict(request.query)
@@ -186,6 +217,14 @@ def _quality(offer: str, ranges: list[tuple[str, float]]) -> tuple[float, int]:
     return best
 
 
+def prefers_html(accept: str | None) -> bool:
+    """A browser: it names text/html explicitly and likes nothing better (pip and uv prefer
+    JSON, curl and poetry send */*): content negotiation, not User-Agent sniffing."""
+    ranges = _accept_ranges(accept or "")
+    html_q = max((q for media, q in ranges if media == TEXT_HTML), default=0.0)
+    return html_q > 0 and all(q <= html_q for media, q in ranges if media != "*/*")
+
+
 def negotiate(accept: str | None, format_param: str | None = None) -> str:
     """PEP 691 content negotiation: the media type to answer with (HTML when in doubt)."""
     if format_param:
@@ -221,8 +260,8 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     ):
         return None
     if first_text == "":
-        if not last_text or int(last_text) == 0:
-            raise RangeNotSatisfiable(size)
+        if not last_text or int(last_text) == 0 or size == 0:
+            raise RangeNotSatisfiable(size)  # RFC 9110 14.1.2: a suffix needs some content
         return max(size - int(last_text), 0), size - 1  # a suffix range: the last N bytes
     first = int(first_text)
     last = min(int(last_text), size - 1) if last_text else size - 1

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pywharf.config import Setting
-from pywharf.config import coerce
+from pywharf.config import coerce_setting
 from pywharf.errors import ConfigError
 
 __all__ = ["COMMANDS", "Command", "UsageError", "argv_from_environment", "parse_flags"]
@@ -40,13 +40,17 @@ SERVER = Command(
         Setting("admin_secret", str, None, "Admin-secret TOML: the secrets the server syncs with."),
         Setting("config_or_admin_secret_can_be_text", bool, False,
                 "Let --config and --admin_secret be TOML text instead of paths."),
-        Setting("auth_read_expires", int, 3600, "Seconds a successful read check stays cached."),
-        Setting("auth_write_expires", int, 300, "Seconds a successful write check stays cached."),
+        Setting("auth_read_expires", int, 3600, "Seconds a successful read check stays cached.",
+                bounds=(0, 10**9)),
+        Setting("auth_write_expires", int, 300, "Seconds a successful write check stays cached.",
+                bounds=(0, 10**9)),
         Setting("extra_index_url", str, PYPI_SIMPLE,
                 "Index to redirect to for projects this one lacks; '' disables it."),
+        Setting("initialize_secret", str, "",
+                "Password that allows POST /initialize/ once the server is configured."),
         Setting("debug", bool, False, "Log at debug level."),
         Setting("host", str, "0.0.0.0", "Address to listen on."),
-        Setting("port", int, 8888, "Port to listen on."),
+        Setting("port", int, 8888, "Port to listen on.", bounds=(0, 65535)),
     ),
 )  # fmt: skip
 _BACKEND_FLAGS = (
@@ -103,6 +107,8 @@ def parse_flags(command: Command, argv: Sequence[str]) -> dict[str, Any]:
     items = list(argv)
     while items:
         item = items.pop(0)
+        if item.startswith("-") and not item.startswith("--"):
+            raise UsageError(f"{command.name}: unknown option {item}; flags are spelled --flag")
         if not item.startswith("--"):
             positionals.append(item)
             continue
@@ -142,7 +148,7 @@ def _resolve(
     options: dict[str, Any] = {}
     for setting in command.flags:
         if setting.key in raw:
-            options[setting.key] = coerce(raw.pop(setting.key), setting.type, f"--{setting.key}")
+            options[setting.key] = coerce_setting(raw.pop(setting.key), setting, f"--{setting.key}")
         elif setting.required:
             raise UsageError(f"{command.name}: {setting.key.upper()} is required")
         else:

@@ -57,8 +57,20 @@ __all__ = ["FileSystemBackend"]
 SETTINGS = (
     Setting("read_secret", str, "", "Secret that allows downloads (the write secret does too)."),
     Setting("write_secret", str, "", "Secret that allows uploads, yanks and deletes."),
-    Setting("max_file_bytes", int, 5 * 1024**3 - 1, "Largest file accepted for upload, in bytes."),
-    Setting("sync_index_interval", float, 60.0, "Seconds between index syncs with the storage."),
+    Setting(
+        "max_file_bytes",
+        int,
+        5 * 1024**3 - 1,
+        "Largest file accepted for upload, in bytes.",
+        bounds=(1, 2**62),
+    ),
+    Setting(
+        "sync_index_interval",
+        float,
+        60.0,
+        "Seconds between index syncs with the storage.",
+        bounds=(0, 10**9),
+    ),
 )
 _PRIVATE = ".pywharf"
 _HASH_CHUNK = 1 << 20

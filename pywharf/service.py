@@ -1,0 +1,195 @@
+"""The running service: configuration loaded into repositories, their sync, re-initialization."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from pywharf.app import App
+from pywharf.backends import backend_settings
+from pywharf.backends import create_backend
+from pywharf.config import AdminSecrets
+from pywharf.config import RepositoryConfig
+from pywharf.config import parse_admin_secrets
+from pywharf.config import parse_repositories
+from pywharf.config import read_text
+from pywharf.errors import AuthenticationRequired
+from pywharf.errors import BadRequest
+from pywharf.errors import Forbidden
+from pywharf.errors import PywharfError
+from pywharf.repository import Repository
+from pywharf.session import SessionKeys
+from pywharf.sync import Syncer
+
+__all__ = ["EMBEDDED_SECRETS", "Service"]
+
+log = logging.getLogger("pywharf")
+
+EMBEDDED_NAME = "local"
+EMBEDDED_SECRETS = "embedded-secrets.toml"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (0600): it holds secrets."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
+
+
+def _config_text(value: str, root: Path, as_text: bool, filename: str) -> tuple[str, str]:
+    """The TOML text of --config / --admin_secret and its source name for errors."""
+    path = Path(value)
+    if path.is_file() or not as_text:
+        return read_text(path), str(path)
+    write_private(root / filename, value)  # the original's place for text given as a flag
+    return value, f"{filename} (from the command line)"
+
+
+def _embedded_config(root: Path) -> str:
+    """One file_system repository `local`; its secrets are made once and kept in ROOT (0600)."""
+    path = root / EMBEDDED_SECRETS
+    if path.exists():
+        return read_text(path)
+    section = {"type": "file_system", "read_secret": secrets.token_urlsafe(24),
+               "write_secret": secrets.token_urlsafe(24)}  # fmt: skip
+    text = tomli_w.dumps({EMBEDDED_NAME: section})
+    write_private(path, text)
+    return text
+
+
+class Service:
+    """Builds the app from the options and swaps its repositories on `/initialize/`."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        self.root = Path(options["root"]).resolve()
+        self._lock = threading.Lock()
+        self.configured = options["config"] is not None
+        as_text = options["config_or_admin_secret_can_be_text"]
+        if self.configured:
+            text, source = _config_text(options["config"], self.root, as_text, "config.toml")
+        else:
+            text, source = _embedded_config(self.root), str(self.root / EMBEDDED_SECRETS)
+        admin_text = admin_source = None
+        if options["admin_secret"] is not None:
+            admin_text, admin_source = _config_text(
+                options["admin_secret"], self.root, as_text, "admin_secret.toml"
+            )
+        self.configs, repositories = self._build(text, source, admin_text, admin_source)
+        self.app = App(
+            repositories,
+            options["extra_index_url"],
+            initializer=self,
+            sessions=SessionKeys.load(self.root, options["auth_read_expires"]),
+        )
+        self._syncer = Syncer(repositories.values())
+
+    def _build(
+        self, text: str, source: str, admin_text: str | None, admin_source: str | None
+    ) -> tuple[tuple[RepositoryConfig, ...], dict[str, Repository]]:
+        configs = parse_repositories(text, source, backend_settings)
+        admin = AdminSecrets({})
+        if admin_text is not None:
+            admin = parse_admin_secrets(admin_text, admin_source or "admin_secret", os.environ)
+        repositories: dict[str, Repository] = {}
+        try:
+            for config in configs:
+                backend = create_backend(config, self.root, admin.get(config.name))
+                repository = Repository(
+                    backend, self.options["auth_read_expires"], self.options["auth_write_expires"]
+                )
+                repositories[config.name] = repository
+                repository.sync()  # the first load happens before requests reach it
+        except PywharfError:
+            for repository in repositories.values():
+                repository.backend.close()
+            raise
+        return configs, repositories
+
+    def announce(self, port: int) -> None:
+        """On the embedded default, print the exact client command lines once."""
+        log.info("listening on %s:%s", self.options["host"], port)
+        if self.configured:
+            return
+        config = self.configs[0]
+        host = self.options["host"]
+        shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        base = f"http://{shown}:{port}"
+        index = f"http://{config.name}:{config['read_secret']}@{shown}:{port}/simple/"
+        print(
+            f"pywharf: serving the embedded repository {config.name!r} at {base}/simple/\n"
+            f"  pip install --index-url {index} PROJECT\n"
+            f"  uv pip install --index-url {index} PROJECT\n"
+            f"  twine upload --repository-url {base}/simple/ -u {config.name} "
+            f"-p {config['write_secret']} dist/*\n"
+            f"  (secrets are kept in {EMBEDDED_SECRETS} in ROOT)",
+            flush=True,
+        )
+
+    def start(self) -> None:
+        self._syncer.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._syncer.stop()
+            self.app.spools.discard_all()
+            for repository in self.app.repositories.values():
+                repository.backend.close()
+        log.info("stopped")
+
+    # --- /initialize/ ------------------------------------------------------------------------
+
+    def authorize_initialize(self, password: str | None) -> None:
+        """Anyone may configure a fresh server; after that only the initialize secret may.
+
+        Fresh: started without --config, never initialized, and holding no package (the
+        seed's GitHub Actions recipe). Otherwise the password must equal --initialize_secret,
+        and without one re-initialization is off.
+        """
+        fresh = not self.configured and all(
+            len(r.index) == 0 for r in self.app.repositories.values()
+        )
+        if fresh:
+            return
+        expected = self.options.get("initialize_secret") or ""
+        if not expected:
+            raise Forbidden(
+                "this server is configured; --initialize_secret allows re-initialization"
+            )
+        if password is None:
+            raise AuthenticationRequired(
+                "re-initialization needs the initialize secret as the password"
+            )
+        if not hmac.compare_digest(password.encode(), expected.encode()):
+            raise Forbidden("wrong initialize secret")
+
+    def initialize(self, config_text: str, admin_text: str | None) -> list[str]:
+        """Swap in a new configuration atomically; a bad one leaves the old one serving."""
+        with self._lock:
+            try:
+                configs, repositories = self._build(
+                    config_text, "posted config", admin_text, "posted admin_secret"
+                )
+            except PywharfError as error:
+                raise BadRequest(str(error)) from None
+            old = self.app.repositories
+            self.app.repositories = repositories  # one assignment: requests see old or new
+            self._syncer.stop()
+            self._syncer = Syncer(repositories.values())
+            self._syncer.start()
+            for repository in old.values():
+                repository.backend.close()
+            self.configs, self.configured = configs, True
+            write_private(self.root / "config.toml", config_text)
+            if admin_text is not None:
+                write_private(self.root / "admin_secret.toml", admin_text)
+            log.info("initialized with repositories %s", ", ".join(repositories))
+            return list(repositories)

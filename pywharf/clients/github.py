@@ -512,9 +512,13 @@ class GitHubClient:
     def stream_asset(self, owner: str, repo: str, asset_id: int) -> Stream:
         """An open download of the asset's bytes; the redirect is followed without our token."""
         path = f"/repos/{_q(owner)}/{_q(repo)}/releases/assets/{asset_id}"
-        response = self._send("GET", self._url(path), accept=OCTET, stream=True)
+        return self.stream(path, accept=OCTET)
+
+    def stream(self, path: str, *, accept: str = OCTET) -> Stream:
+        """An open GET body, following redirects; off the API origin without the token."""
+        response = self._send("GET", self._url(path), accept=accept, stream=True)
         if response.stream is None:
-            raise self._error(response, f"download asset {asset_id}")
+            raise self._error(response, f"download {redact_url(response.url)}")
         return response.stream
 
     # -- contents --------------------------------------------------------------------------

@@ -29,8 +29,10 @@ from pywharf.service import Service
 from pywharf.settings import COMMANDS
 from pywharf.settings import UsageError
 from pywharf.settings import argv_from_environment
+from pywharf.settings import flag_spelling
 from pywharf.settings import help_text
 from pywharf.settings import parse_flags
+from pywharf.settings import variable_spelling
 
 __all__ = ["main"]
 
@@ -122,8 +124,9 @@ RUNNERS = {
 
 
 def run(argv: Sequence[str]) -> int:
+    spelled = flag_spelling
     if not argv:
-        argv = argv_from_environment(os.environ)
+        argv, spelled = argv_from_environment(os.environ), variable_spelling
     if argv[0] in ("-h", "--help", "help"):
         print(_synopsis())
         return 0
@@ -136,7 +139,7 @@ def run(argv: Sequence[str]) -> int:
     if "--help" in argv[1:] or "-h" in argv[1:]:
         print(help_text(command))
         return 0
-    options = parse_flags(command, argv[1:])
+    options = parse_flags(command, argv[1:], spelled)
     options["command"] = command.name
     return RUNNERS[command.name](options)
 

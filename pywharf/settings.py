@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,8 +100,21 @@ def _flag_name(text: str) -> str:
     return text.lstrip("-").replace("-", "_").lower()
 
 
-def parse_flags(command: Command, argv: Sequence[str]) -> dict[str, Any]:
-    """`--flag value`, `--flag=value`, dashed spellings; bare boolean flags mean true."""
+def flag_spelling(key: str) -> str:
+    return f"--{key}"
+
+
+def variable_spelling(key: str) -> str:
+    return f"{ENV_PREFIX}_{key.upper()}"
+
+
+def parse_flags(
+    command: Command, argv: Sequence[str], spelled: Callable[[str], str] = flag_spelling
+) -> dict[str, Any]:
+    """`--flag value`, `--flag=value`, dashed spellings; bare boolean flags mean true.
+
+    `spelled` names a flag in errors: in environment mode, by its variable.
+    """
     known = {s.key: s for s in command.flags}
     raw: dict[str, Any] = {}
     positionals: list[str] = []
@@ -117,7 +131,7 @@ def parse_flags(command: Command, argv: Sequence[str]) -> dict[str, Any]:
         setting = known.get(key)
         if setting is None and not command.open_flags:
             raise UsageError(
-                f"{command.name}: unknown flag {name}; see pywharf {command.name} --help"
+                f"{command.name}: unknown flag {spelled(key)}; see pywharf {command.name} --help"
             )
         if not equals:
             if (
@@ -131,11 +145,15 @@ def parse_flags(command: Command, argv: Sequence[str]) -> dict[str, Any]:
             else:
                 value = items.pop(0)
         raw[key] = value
-    return _resolve(command, known, raw, positionals)
+    return _resolve(command, known, raw, positionals, spelled)
 
 
 def _resolve(
-    command: Command, known: Mapping[str, Setting], raw: dict[str, Any], positionals: list[str]
+    command: Command,
+    known: Mapping[str, Setting],
+    raw: dict[str, Any],
+    positionals: list[str],
+    spelled: Callable[[str], str],
 ) -> dict[str, Any]:
     if len(positionals) > len(command.positionals):
         raise UsageError(
@@ -148,9 +166,13 @@ def _resolve(
     options: dict[str, Any] = {}
     for setting in command.flags:
         if setting.key in raw:
-            options[setting.key] = coerce_setting(raw.pop(setting.key), setting, f"--{setting.key}")
+            options[setting.key] = coerce_setting(
+                raw.pop(setting.key), setting, spelled(setting.key)
+            )
         elif setting.required:
-            raise UsageError(f"{command.name}: {setting.key.upper()} is required")
+            raise UsageError(
+                f"{command.name}: {setting.key.upper()} is required ({spelled(setting.key)})"
+            )
         else:
             options[setting.key] = setting.default
     options["extra"] = raw  # backend keys for update_index

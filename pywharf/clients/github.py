@@ -200,7 +200,7 @@ class GitHubClient:
             )
         sent = {**self._headers(accept, etag), **(headers or {})}
         if json_body is not None:
-            body = json.dumps(json_body).encode()
+            body = json.dumps(json_body, separators=(",", ":")).encode()
             sent["Content-Type"] = "application/json; charset=utf-8"
         if idempotent is None:
             # RFC 9110 idempotent methods; POST and PATCH only when the caller says so.

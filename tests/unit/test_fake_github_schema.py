@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 import urllib3
 from urllib3.util import SKIP_HEADER
@@ -84,7 +84,7 @@ class Spec:
         found = responses.get(str(status))
         if found is not None and "$ref" in found:
             found = self.document["components"]["responses"][found["$ref"].rsplit("/", 1)[1]]
-        return found
+        return dict(found) if found is not None else None
 
     def validate(self, schema: dict[str, Any], instance: Any) -> None:
         root = {"components": self.components, "allOf": [to_json_schema(schema)]}

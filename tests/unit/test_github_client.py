@@ -131,7 +131,7 @@ def test_create_and_update_repository(client: GitHubClient, github: FakeGitHub) 
     repo = client.create_repo(None, "index", description="pywharf")
     assert (repo.private, repo.owner) == (True, "alice")
     body = github.calls[-1].request_body
-    assert b'"private": true' in body and b'"auto_init": true' in body
+    assert b'"private":true' in body and b'"auto_init":true' in body
     sha = client.get_ref("alice", "index", "heads/main").sha
     assert client.create_ref("alice", "index", "refs/heads/pages", sha).sha == sha
     assert client.update_repo("alice", "index", default_branch="pages").default_branch == "pages"

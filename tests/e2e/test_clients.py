@@ -26,7 +26,7 @@ def twine_upload(
 def pip_install(
     index_url: str, requirement: str, target: Path, home: Path
 ) -> subprocess.CompletedProcess[str]:
-    command = [str(BIN / "python"), "-m", "pip", "install", "--isolated", "--no-cache-dir",
+    command = [str(BIN / "python"), "-m", "pip", "install", "--isolated", "--no-cache-dir", "--disable-pip-version-check",
                "--target", str(target), "--index-url", index_url, requirement]  # fmt: skip
     return subprocess.run(
         command, env=client_env(home), capture_output=True, text=True, timeout=120

@@ -9,6 +9,7 @@ the signed download host. The token never appears in a log, repr or error messag
 from __future__ import annotations
 
 import base64
+import copy
 import datetime
 import json
 import logging
@@ -21,6 +22,7 @@ from typing import Any
 from typing import Callable
 from urllib.parse import quote
 from urllib.parse import urlencode
+from urllib.parse import urljoin
 
 import urllib3
 
@@ -89,6 +91,13 @@ def _when(epoch: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _checked(token: str | None) -> str | None:
+    """The token, if it can go into a header (a newline would split the request)."""
+    if token is not None and (not token or not token.isprintable() or " " in token):
+        raise StorageUnavailable("The GitHub token is empty or contains invalid characters")
+    return token
+
+
 def _q(segment: str | int) -> str:
     """One path segment, percent-encoded (GitHub's spec requires it)."""
     return quote(str(segment), safe="")
@@ -111,38 +120,21 @@ class GitHubClient:
         clock: Callable[[], float] = time.time,
         pool: urllib3.PoolManager | None = None,
     ) -> None:
-        policy = RetryPolicy(attempts=retries + 1, backoff=backoff, max_wait=max_rate_limit_wait)
-        self._init(
-            token,
-            api_url,
-            uploads_url,
-            Transport(timeout=timeout, policy=policy, sleep=sleep, pool=pool),
-            clock,
-        )
-        self._owns_transport = True
-
-    def _init(
-        self,
-        token: str | None,
-        api_url: str,
-        uploads_url: str,
-        transport: Transport,
-        clock: Callable[[], float],
-    ) -> None:
-        if token is not None and (not token or not token.isprintable() or " " in token):
-            raise StorageUnavailable("The GitHub token is empty or contains invalid characters")
-        self._token = token
+        self._token = _checked(token)
         self.api_url = api_url.rstrip("/")
         self.uploads_url = uploads_url.rstrip("/")
-        self._transport = transport
+        policy = RetryPolicy(attempts=retries + 1, backoff=backoff, max_wait=max_rate_limit_wait)
+        self._transport = Transport(timeout=timeout, policy=policy, sleep=sleep, pool=pool)
         self._clock = clock
-        self._owns_transport = False
+        self._owns_transport = True
         self._blocked_until = 0.0  # primary limit used up: fail fast until it resets
 
     def with_token(self, token: str | None) -> GitHubClient:
-        """A client for another token sharing this one's connection pool."""
-        other = GitHubClient.__new__(GitHubClient)
-        other._init(token, self.api_url, self.uploads_url, self._transport, self._clock)
+        """A client for another token sharing this one's connection pool (and not closing it)."""
+        other = copy.copy(self)
+        other._token = _checked(token)
+        other._owns_transport = False
+        other._blocked_until = 0.0  # GitHub's primary limit is per user
         return other
 
     def close(self) -> None:
@@ -506,7 +498,7 @@ class GitHubClient:
             return None
         location = response.headers.get("location")
         if response.status in (301, 302, 307) and location:
-            return location
+            return urljoin(response.url, location)
         raise self._error(response, f"download asset {asset_id}")
 
     def stream_asset(self, owner: str, repo: str, asset_id: int) -> Stream:

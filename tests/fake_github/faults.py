@@ -30,10 +30,13 @@ SECONDARY_MESSAGE = (
 )
 
 
-def default_body(status: int) -> Any:
-    """The body GitHub sends with an error status (422 as a duplicate-asset validation)."""
+def default_body(status: int, path: str = "") -> Any:
+    """GitHub's body for an error status; a 422 is a missing sha on contents paths, else a
+    duplicate asset name."""
     if status == 304:
         return None
+    if status == 422 and "contents" in path:
+        return render.error('Invalid request.\n\n"sha" wasn\'t supplied.')
     if status == 422:
         return render.validation("Validation Failed", "ReleaseAsset", "name", "already_exists")
     return render.error(_MESSAGES.get(status, "Error"))

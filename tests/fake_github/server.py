@@ -280,7 +280,7 @@ class FakeGitHub:
             status,
             times,
             dict(headers or {}),
-            body if body is not None else default_body(status),
+            body if body is not None else default_body(status, path),
             origin,
         )
         with self.world.lock:

@@ -6,6 +6,7 @@ import base64
 import io
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -404,6 +405,33 @@ def test_a_concurrent_writer_is_caught_and_the_retry_wins(
         except ContentConflict:
             continue
     assert github.file("alice", "packages", "index.toml") == b"rival+me"
+
+
+@pytest.mark.parametrize("status", [409, 422])
+def test_injected_index_conflicts_are_content_conflicts(
+    client: GitHubClient, github: FakeGitHub, status: int
+) -> None:
+    github.inject("PUT", "/contents/index.toml$", status)
+    with pytest.raises(ContentConflict):
+        client.put_contents("alice", "packages", "index.toml", b"x", "m")
+    assert client.put_contents("alice", "packages", "index.toml", b"x", "m").created
+
+
+def test_one_client_serves_many_threads(client: GitHubClient, github: FakeGitHub) -> None:
+    github.put_file("alice", "packages", "index.toml", b"shared")
+    results: list[bytes] = []
+
+    def read() -> None:
+        for _ in range(10):
+            raw = client.get_contents_raw("alice", "packages", "index.toml")
+            results.append(raw.data if raw else b"")
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [b"shared"] * 80
 
 
 def test_missing_file_and_branch_are_not_found(client: GitHubClient) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests.fake_github.server import Exchange
-from tests.fake_github.server import FakeGitHub
-from tests.fake_github.state import blob_sha
-from tests.fake_github.state import mangle_asset_name
+from .server import Exchange
+from .server import FakeGitHub
+from .state import blob_sha
+from .state import mangle_asset_name
 
 __all__ = ["Exchange", "FakeGitHub", "blob_sha", "mangle_asset_name"]

@@ -9,7 +9,7 @@ from dataclasses import field
 from typing import Any
 from typing import Callable
 
-from tests.fake_github import render
+from . import render
 
 _MESSAGES = {
     304: "",

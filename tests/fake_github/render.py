@@ -9,14 +9,14 @@ import base64
 import hashlib
 from typing import Any
 
-from tests.fake_github.state import Account
-from tests.fake_github.state import Asset
-from tests.fake_github.state import Budget
-from tests.fake_github.state import Commit
-from tests.fake_github.state import Release
-from tests.fake_github.state import Repo
-from tests.fake_github.state import blob_sha
-from tests.fake_github.state import timestamp
+from .state import Account
+from .state import Asset
+from .state import Budget
+from .state import Commit
+from .state import Release
+from .state import Repo
+from .state import blob_sha
+from .state import timestamp
 
 DOCS = "https://docs.github.com/rest"
 CREATED = "2020-01-01T00:00:00Z"

@@ -22,15 +22,15 @@ from typing import Callable
 from typing import Union
 from urllib.parse import unquote
 
-from tests.fake_github import render
-from tests.fake_github.state import Account
-from tests.fake_github.state import Asset
-from tests.fake_github.state import Release
-from tests.fake_github.state import Repo
-from tests.fake_github.state import World
-from tests.fake_github.state import blob_sha
-from tests.fake_github.state import mangle_asset_name
-from tests.fake_github.state import timestamp
+from . import render
+from .state import Account
+from .state import Asset
+from .state import Release
+from .state import Repo
+from .state import World
+from .state import blob_sha
+from .state import mangle_asset_name
+from .state import timestamp
 
 JSON_BLOB_LIMIT = 1024 * 1024  # the JSON contents API stops at 1 MB (raw goes to 100 MB)
 SIGNED_URL_SECONDS = 300

@@ -26,24 +26,24 @@ from typing import Callable
 from urllib.parse import parse_qs
 from urllib.parse import urlsplit
 
-from tests.fake_github import render
-from tests.fake_github import routes
-from tests.fake_github.faults import Fault
-from tests.fake_github.faults import Hook
-from tests.fake_github.faults import default_body
-from tests.fake_github.faults import rate_limit_fault
-from tests.fake_github.routes import Answer
-from tests.fake_github.routes import Ctx
-from tests.fake_github.routes import Headers
-from tests.fake_github.routes import Reply
-from tests.fake_github.routes import Request
-from tests.fake_github.state import Account
-from tests.fake_github.state import Asset
-from tests.fake_github.state import Release
-from tests.fake_github.state import Repo
-from tests.fake_github.state import World
-from tests.fake_github.state import blob_sha
-from tests.fake_github.state import timestamp
+from . import render
+from . import routes
+from .faults import Fault
+from .faults import Hook
+from .faults import default_body
+from .faults import rate_limit_fault
+from .routes import Answer
+from .routes import Ctx
+from .routes import Headers
+from .routes import Reply
+from .routes import Request
+from .state import Account
+from .state import Asset
+from .state import Release
+from .state import Repo
+from .state import World
+from .state import blob_sha
+from .state import timestamp
 
 __all__ = ["Exchange", "FakeGitHub"]
 

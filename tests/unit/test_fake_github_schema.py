@@ -17,13 +17,13 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 import urllib3
+from fake_github import Exchange
+from fake_github import FakeGitHub
+from fake_github import routes
 from urllib3.util import SKIP_HEADER
 
 from pywharf.clients.github import GitHubClient
 from pywharf.errors import StorageError
-from tests.fake_github import Exchange
-from tests.fake_github import FakeGitHub
-from tests.fake_github import routes
 
 SPEC_PATH = Path(__file__).resolve().parents[3] / "shared/reference/github-rest-subset.openapi.json"
 TOKEN = "ghp_schemaSessionToken0123456789abcdefABCD"

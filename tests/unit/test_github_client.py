@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 import urllib3
+from fake_github import FakeGitHub
+from fake_github import blob_sha
 
 from pywharf.clients.github import GitHubClient
 from pywharf.clients.github_models import ContentConflict
@@ -20,8 +22,6 @@ from pywharf.errors import DistributionExists
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
 from pywharf.errors import StorageUnavailable
-from tests.fake_github import FakeGitHub
-from tests.fake_github import blob_sha
 
 TOKEN = "ghp_aliceSecretToken0123456789abcdefABCDEF"
 OTHER = "ghp_bobSecretToken0123456789abcdefABCDEFGH"

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import http.client
 import io
+import socket
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,8 +29,11 @@ __all__ = [
     "basic",
     "multipart_body",
     "name_and_version",
+    "raw_connect",
+    "read_response",
     "upload",
     "upload_form",
+    "upload_head",
 ]
 
 Fields = Sequence[tuple[str, str]]
@@ -173,3 +177,53 @@ def app_get(
     """A GET handed straight to `App.handle`."""
     all_headers = {"authorization": basic("local", secret), **(headers or {})}
     return app.handle(Request("GET", path, {}, all_headers, io.BytesIO(b""), content_length=0))
+
+
+# --- raw sockets: for what http.client will not send ----------------------------------------
+
+
+def raw_connect(live: Live, timeout: float = 10.0) -> socket.socket:
+    return socket.create_connection((live.host, live.port), timeout=timeout)
+
+
+def read_response(sock: socket.socket, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response (Content-Length framed) from a socket; skips `100 Continue`."""
+    buffer = b""
+    while True:
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"the server closed the connection; got {buffer!r}")
+            buffer += chunk
+        head, _, buffer = buffer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        if status != 100:
+            break
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = 0 if method == "HEAD" or status == 304 else int(headers.get("content-length", 0))
+    while len(buffer) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buffer += chunk
+    return status, headers, buffer[:length]
+
+
+def upload_head(
+    live: Live, content_type: str, length: int | None, secret: str = WRITE, **extra: str
+) -> bytes:
+    """The request line and headers of an upload POST."""
+    lines = [
+        "POST /simple/ HTTP/1.1",
+        f"Host: {live.host}:{live.port}",
+        f"Authorization: {basic('local', secret)}",
+        f"Content-Type: {content_type}",
+    ]
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in extra.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()

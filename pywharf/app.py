@@ -10,6 +10,7 @@ from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Protocol
 from urllib.parse import quote
+from urllib.parse import urlencode
 
 from pywharf.auth import Permission
 from pywharf.backends import LocalFile
@@ -100,6 +101,11 @@ def error_response(error: BaseException) -> Response:
     return response
 
 
+def _query(request: Request) -> str:
+    """The query to carry over a redirect (`?format=` must survive it)."""
+    return "?" + urlencode(request.query) if request.query else ""
+
+
 def _redirect(location: str, status: int = 301) -> Response:
     return Response(status, [("Location", location), ("Content-Length", "0")], b"")
 
@@ -133,7 +139,7 @@ class App:
         if path in ("/simple", "/legacy"):
             if request.method == "POST":  # never redirect an upload: twine treats 3xx as failure
                 return self._upload(request)
-            return _redirect(path + "/")
+            return _redirect(path + "/" + _query(request))
         if path in ("/simple/", "/legacy/"):
             if request.method == "POST":
                 return self._upload(request)
@@ -157,7 +163,7 @@ class App:
             repository = self._authorized(request, Permission.READ, _READ)
             normalized = canonicalize_name(name)
             if len(parts) == 1 or normalized != name:  # one hop to the canonical URL
-                return _redirect(f"/simple/{quote(normalized)}/")
+                return _redirect(f"/simple/{quote(normalized)}/{_query(request)}")
             return self._project(request, repository, normalized)
         if len(parts) == 2:
             repository = self._authorized(request, Permission.READ, _READ)
@@ -290,11 +296,12 @@ class App:
         action, project, target = parts
         method = "DELETE" if action == "files" else "POST"
         repository = self._authorized(request, Permission.WRITE, (method,))
+        secret = _secret(request)
         if action == "files":
-            changed = repository.delete(canonicalize_name(project), target)
+            changed = repository.delete(canonicalize_name(project), target, secret)
         else:
             reason = read_form(request).get("reason", "") if action == "yank" else None
-            changed = repository.yank(canonicalize_name(project), target, reason)
+            changed = repository.yank(canonicalize_name(project), target, reason, secret)
         response = _text(200, "\n".join(f"{action}: {name}" for name in changed))
         response.user = repository.name
         return response
@@ -307,11 +314,17 @@ class App:
         with receive_upload(
             request, backend.spool_dir, backend.max_file_bytes, self.spools
         ) as upload:
-            record = repository.store(upload)
+            record = repository.store(upload, _secret(request))
         log.info("stored %s in %s", record.filename, repository.name)
         response = _text(200, f"OK: {record.filename}")
         response.user = repository.name
         return response
+
+
+def _secret(request: Request) -> str:
+    """The Basic-auth password of a request that `_authorized` let write."""
+    credentials = parse_basic_auth(request.header("authorization"))
+    return credentials[1] if credentials else ""
 
 
 def _matches(header: str | None, etag: str) -> bool:

@@ -66,7 +66,7 @@ def run_server(options: dict[str, Any]) -> int:
     return 0
 
 
-def _backend_from_flags(options: dict[str, Any]) -> Backend:
+def _backend_from_flags(options: dict[str, Any]) -> tuple[Backend, str]:
     """A backend configured by command-line flags, as update_index and yank take them."""
     section: dict[str, Any] = {"type": options["type"], **options["extra"]}
     text = tomli_w.dumps({options["name"].lower(): section})
@@ -76,11 +76,11 @@ def _backend_from_flags(options: dict[str, Any]) -> Backend:
         secret = os.environ.get(options["secret_env"])
         if secret is None:
             raise UsageError(f"environment variable {options['secret_env']} is not set")
-    return create_backend(config, Path(options["root"]).resolve(), secret)
+    return create_backend(config, Path(options["root"]).resolve(), secret), secret or ""
 
 
 def run_update_index(options: dict[str, Any]) -> int:
-    backend = _backend_from_flags(options)
+    backend, _ = _backend_from_flags(options)
     try:
         report = backend.rebuild_index()
     finally:
@@ -90,12 +90,14 @@ def run_update_index(options: dict[str, Any]) -> int:
     return 0
 
 
-def _change(options: dict[str, Any], act: Callable[[Repository, NormalizedName], list[str]]) -> int:
-    backend = _backend_from_flags(options)
+def _change(
+    options: dict[str, Any], act: Callable[[Repository, NormalizedName, str], list[str]]
+) -> int:
+    backend, secret = _backend_from_flags(options)
     try:
         repository = Repository(backend, 0, 0)
         repository.sync()
-        for filename in act(repository, canonicalize_name(options["project"])):
+        for filename in act(repository, canonicalize_name(options["project"]), secret):
             print(f"{options['command']}: {filename}")
     finally:
         backend.close()
@@ -103,15 +105,15 @@ def _change(options: dict[str, Any], act: Callable[[Repository, NormalizedName],
 
 
 def run_yank(options: dict[str, Any]) -> int:
-    return _change(options, lambda r, p: r.yank(p, options["target"], options["reason"]))
+    return _change(options, lambda r, p, s: r.yank(p, options["target"], options["reason"], s))
 
 
 def run_unyank(options: dict[str, Any]) -> int:
-    return _change(options, lambda r, p: r.yank(p, options["target"], None))
+    return _change(options, lambda r, p, s: r.yank(p, options["target"], None, s))
 
 
 def run_delete(options: dict[str, Any]) -> int:
-    return _change(options, lambda r, p: r.delete(p, options["target"]))
+    return _change(options, lambda r, p, s: r.delete(p, options["target"], s))
 
 
 RUNNERS = {

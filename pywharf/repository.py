@@ -54,7 +54,7 @@ class Repository:
                 return self.index.replace_all(update.events)
             return self.index.apply(update.events)
 
-    def store(self, upload: StagedUpload) -> FileRecord:
+    def store(self, upload: StagedUpload, credential: str) -> FileRecord:
         """Store an upload and list it at once; an identical re-upload stores nothing."""
         record = upload.record
         known = self.index.file(record.project, record.filename)
@@ -62,15 +62,15 @@ class Repository:
             deleted = self.index.deleted_sha256(record.filename)
             if deleted is not None and deleted != record.sha256:
                 raise DistributionExists(record.filename)
-            known = self.backend.put(upload)
+            known = self.backend.put(upload, credential)
         if known.sha256 != record.sha256:
             raise DistributionExists(record.filename)
         self.index.apply([Add(known)])
         return known
 
-    def change(self, event: Event) -> None:
+    def change(self, event: Event, credential: str) -> None:
         """Persist a yank or delete, then show it."""
-        self.backend.record(event)
+        self.backend.record(event, credential)
         self.index.apply([event])
 
     def _project(self, name: NormalizedName) -> Project:
@@ -79,7 +79,9 @@ class Repository:
             raise NotFound(f"project {name!r} is not in repository {self.name!r}")
         return project
 
-    def yank(self, name: NormalizedName, target: str, reason: str | None) -> list[str]:
+    def yank(
+        self, name: NormalizedName, target: str, reason: str | None, credential: str
+    ) -> list[str]:
         """PEP 592: yank (or with `reason=None` un-yank) one file, or every file of a version."""
         project = self._project(name)
         record = project.file(target)
@@ -89,12 +91,12 @@ class Repository:
         if not records:
             raise NotFound(f"{target!r} is neither a file nor a version of {name!r}")
         for each in records:
-            self.change(Yank(name, each.filename, reason))
+            self.change(Yank(name, each.filename, reason), credential)
         return [r.filename for r in records]
 
-    def delete(self, name: NormalizedName, filename: str) -> list[str]:
+    def delete(self, name: NormalizedName, filename: str, credential: str) -> list[str]:
         """Delete one file; its filename can never again hold other bytes."""
         if self._project(name).file(filename) is None:
             raise NotFound(f"{filename!r} is not a file of {name!r}")
-        self.change(Delete(name, filename))
+        self.change(Delete(name, filename), credential)
         return [filename]

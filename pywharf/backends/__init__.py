@@ -102,10 +102,13 @@ class Backend(Protocol):
     def read_index(self, cursor: Any) -> IndexUpdate | None:
         """Events since `cursor` (None: everything), or None when nothing changed."""
 
-    def put(self, upload: StagedUpload) -> FileRecord:
-        """Store a file; identical bytes return the stored record, others `DistributionExists`."""
+    def put(self, upload: StagedUpload, credential: str) -> FileRecord:
+        """Store a file; identical bytes return the stored record, others `DistributionExists`.
 
-    def record(self, event: Event) -> None:
+        `credential` is the uploader's secret: a backend such as GitHub acts with it.
+        """
+
+    def record(self, event: Event, credential: str) -> None:
         """Persist a yank or delete (and remove a deleted file)."""
 
     def open(self, record: FileRecord) -> Download: ...

@@ -191,7 +191,7 @@ class FileSystemBackend:
     def _path(self, record: FileRecord) -> Path:
         return self.storage / record.project / record.filename
 
-    def put(self, upload: StagedUpload) -> FileRecord:
+    def put(self, upload: StagedUpload, credential: str) -> FileRecord:
         record = upload.record
         destination = self._path(record)
         try:
@@ -233,7 +233,7 @@ class FileSystemBackend:
             destination.with_name(destination.name + ".meta"), tomli_w.dumps(meta).encode()
         )
 
-    def record(self, event: Event) -> None:
+    def record(self, event: Event, credential: str) -> None:
         if isinstance(event, Add):
             raise StorageError("an Add is recorded by put()")
         path = self.storage / event.project / event.filename

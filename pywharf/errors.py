@@ -10,6 +10,7 @@ __all__ = [
     "AuthenticationRequired",
     "BadRequest",
     "ConfigError",
+    "ContentConflict",
     "DistributionExists",
     "Forbidden",
     "Gone",
@@ -55,6 +56,13 @@ class StorageUnavailable(StorageError):
     """The backend could not be reached or refused us (rate limit, outage, bad credentials)."""
 
     status = 503
+
+
+class ContentConflict(StorageUnavailable):
+    """A remote write lost a race (GitHub: a stale or missing contents sha): re-read, retry.
+
+    A StorageUnavailable, so a caller that gives up answers 503 (try again).
+    """
 
 
 class DistributionExists(StorageError):

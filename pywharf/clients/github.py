@@ -28,7 +28,6 @@ import urllib3
 
 from pywharf import __version__
 from pywharf.clients.github_models import Asset
-from pywharf.clients.github_models import ContentConflict
 from pywharf.clients.github_models import FileCommit
 from pywharf.clients.github_models import RawContents
 from pywharf.clients.github_models import Ref
@@ -45,6 +44,7 @@ from pywharf.clients.http import Transport
 from pywharf.clients.http import Wait
 from pywharf.clients.http import origin
 from pywharf.clients.http import redact_url
+from pywharf.errors import ContentConflict
 from pywharf.errors import DistributionExists
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound

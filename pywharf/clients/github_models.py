@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pywharf.errors import StorageError
-from pywharf.errors import StorageUnavailable
 
 __all__ = [
     "Asset",
-    "ContentConflict",
     "FileCommit",
     "Permissions",
     "RawContents",
@@ -25,14 +23,6 @@ __all__ = [
     "User",
     "git_blob_sha",
 ]
-
-
-class ContentConflict(StorageUnavailable):
-    """A contents write lost a race (409 stale sha, or 422 missing sha): re-read and retry.
-
-    Subclasses StorageUnavailable so that a caller who gives up answers 503 (try again).
-    Belongs in pywharf/errors.py; kept here until that module takes it.
-    """
 
 
 def git_blob_sha(data: bytes) -> str:

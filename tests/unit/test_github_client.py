@@ -16,8 +16,8 @@ from fake_github import FakeGitHub
 from fake_github import blob_sha
 
 from pywharf.clients.github import GitHubClient
-from pywharf.clients.github_models import ContentConflict
 from pywharf.clients.github_models import git_blob_sha
+from pywharf.errors import ContentConflict
 from pywharf.errors import DistributionExists
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound

@@ -13,6 +13,7 @@ import http.client
 import io
 import socket
 import uuid
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -186,9 +187,13 @@ def raw_connect(live: Live, timeout: float = 10.0) -> socket.socket:
     return socket.create_connection((live.host, live.port), timeout=timeout)
 
 
+# Bytes read past the end of one response (pipelining), kept for the next `read_response`.
+_LEFTOVER: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+
+
 def read_response(sock: socket.socket, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 response (Content-Length framed) from a socket; skips `100 Continue`."""
-    buffer = b""
+    buffer = _LEFTOVER.pop(sock, b"")
     while True:
         while b"\r\n\r\n" not in buffer:
             chunk = sock.recv(65536)
@@ -210,6 +215,8 @@ def read_response(sock: socket.socket, method: str = "GET") -> tuple[int, dict[s
         if not chunk:
             break
         buffer += chunk
+    if buffer[length:]:
+        _LEFTOVER[sock] = buffer[length:]
     return status, headers, buffer[:length]
 
 

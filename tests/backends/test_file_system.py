@@ -1,0 +1,329 @@
+"""The file-system backend: the shared contract, plus compatibility with the original's layout.
+
+The original pywharf (0.2) keeps `ROOT/cache/<repo>/storage/<project>/<filename>` next to a
+`<filename>.meta` TOML sidecar holding the upload form fields plus `distrib` and `sha256`. A root
+it wrote must keep working, and a root we write must keep that shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomli_w
+from contract import BackendContract
+from contract import fetch
+from contract import stage
+from factory import make_sdist
+from factory import make_wheel
+from support import CONFIG
+from support import READ
+from support import REPO
+from support import WRITE
+from support import build_app
+from support_upload import app_get
+from support_upload import app_upload
+
+from pywharf.backends import Backend
+from pywharf.backends import backend_settings
+from pywharf.backends import create_backend
+from pywharf.backends.file_system import FileSystemBackend
+from pywharf.config import load_toml
+from pywharf.config import parse_repositories
+from pywharf.index import Add
+from pywharf.index import FileRecord
+
+
+def new_backend(root: Path, config: str = CONFIG) -> FileSystemBackend:
+    (repository,) = parse_repositories(config, "test config", backend_settings)
+    backend = create_backend(repository, root, None)
+    assert isinstance(backend, FileSystemBackend)
+    return backend
+
+
+def storage_of(root: Path) -> Path:
+    return root / "cache" / "local" / "storage"
+
+
+class FileSystemTamper:
+    """Hand edits of a file-system store."""
+
+    def add_behind(self, backend: Backend, filename: str, data: bytes) -> None:
+        project = filename.split("-")[0].replace("_", "-").lower()
+        folder = Path(backend.storage) / project  # type: ignore[attr-defined]
+        folder.mkdir(exist_ok=True)
+        (folder / filename).write_bytes(data)
+
+    def remove_behind(self, backend: Backend, record: FileRecord) -> None:
+        path = Path(backend.storage) / record.project / record.filename  # type: ignore[attr-defined]
+        path.unlink()
+
+    def damage_behind(self, backend: Backend, record: FileRecord) -> None:
+        # The sidecar is lost: the record is rebuilt from the bytes, with the file's mtime.
+        path = Path(backend.storage) / record.project / record.filename  # type: ignore[attr-defined]
+        path.with_name(path.name + ".meta").unlink()
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "root"
+
+
+@pytest.fixture
+def backend(root: Path) -> FileSystemBackend:
+    return new_backend(root)
+
+
+@pytest.fixture
+def twin(root: Path, backend: FileSystemBackend) -> FileSystemBackend:
+    return new_backend(root)
+
+
+@pytest.fixture
+def secrets() -> tuple[str, str]:
+    return READ, WRITE
+
+
+@pytest.fixture
+def credential() -> str:
+    return WRITE
+
+
+@pytest.fixture
+def tamper() -> FileSystemTamper:
+    return FileSystemTamper()
+
+
+class TestFileSystemContract(BackendContract):
+    pass
+
+
+# --- our layout is the original's layout --------------------------------------------------------
+
+
+def test_an_upload_lands_in_the_original_layout_with_its_sidecar(
+    backend: FileSystemBackend, root: Path, tmp_path: Path
+) -> None:
+    wheel = make_wheel(tmp_path, "Demo.Pkg", "1.0", requires_python=">=3.8")
+    upload = stage(backend, wheel, summary="A test package", requires_python=">=3.8")
+    record = backend.put(upload, WRITE)
+    path = storage_of(root) / "demo-pkg" / wheel.name
+    assert path.read_bytes() == wheel.read_bytes()
+    meta = load_toml(path.with_name(path.name + ".meta").read_text(), "sidecar")
+    assert meta["distrib"] == "demo-pkg"  # the original reads these two keys
+    assert meta["sha256"] == hashlib.sha256(wheel.read_bytes()).hexdigest() == record.sha256
+    assert meta["summary"] == "A test package"  # and the form fields, first value each
+    assert path.with_name(path.name + ".metadata").read_bytes() == upload.metadata
+
+
+def test_the_original_index_file_is_written_by_rebuild(
+    backend: FileSystemBackend, root: Path, tmp_path: Path
+) -> None:
+    record = backend.put(stage(backend, make_sdist(tmp_path, "demo-pkg", "1.0")), WRITE)
+    backend.rebuild_index()
+    index = load_toml((storage_of(root) / "index.toml").read_text(), "index.toml")
+    (entry,) = index["pkgs"]
+    assert entry["distrib"] == "demo-pkg"
+    assert entry["sha256"] == record.sha256
+    assert f"{entry['package']}.{entry['ext']}" == record.filename
+
+
+def write_original_root(root: Path, files: dict[str, tuple[Path, dict[str, str]]]) -> None:
+    """A root as pywharf 0.2 left it: files, `.meta` sidecars, its index, its lock folder."""
+    storage = storage_of(root)
+    for project, (path, meta) in files.items():
+        folder = storage / project
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, folder / path.name)
+        (folder / (path.name + ".meta")).write_text(tomli_w.dumps(meta))
+    (storage / "index.toml").write_text("mtime = 1594491762\npkgs = []\n")
+    (root / "index" / "local").mkdir(parents=True)
+    (root / "index" / "local" / "index.toml").write_text("mtime = 1594491762\npkgs = []\n")
+    (root / "lock" / "local").mkdir(parents=True)
+    (root / "cache" / "upload-5d7e1a3c-c3b8-11ea-87d0-0242ac130003").write_bytes(b"junk")
+
+
+def test_a_root_made_by_hand_in_the_original_layout_is_served(root: Path, tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    wheel = make_wheel(source, "demo-pkg", "1.0", requires_python=">=3.7")
+    sdist = make_sdist(source, "legacy-thing", "0.9")
+    wheel_meta = {
+        ":action": "file_upload", "name": "demo-pkg", "version": "1.0",
+        "filetype": "bdist_wheel", "requires_python": ">=3.7", "distrib": "demo-pkg",
+        # The original trusted a client's sha256 verbatim: the served hash must be the real one.
+        "sha256": "deadbeef",
+    }  # fmt: skip
+    sdist_meta = {"name": "legacy-thing", "version": "0.9", "distrib": "legacy-thing",
+                  "sha256": hashlib.sha256(sdist.read_bytes()).hexdigest()}  # fmt: skip
+    write_original_root(
+        root, {"demo-pkg": (wheel, wheel_meta), "legacy-thing": (sdist, sdist_meta)}
+    )
+    app = build_app(root)
+    response = app_get(app, "/simple/")
+    assert response.status == 200
+    assert b"demo-pkg" in response.body and b"legacy-thing" in response.body  # type: ignore[operator]
+    page = app_get(app, "/simple/demo-pkg/").body
+    real = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    assert f"{wheel.name}#sha256={real}".encode() in page  # type: ignore[operator]
+    assert b"deadbeef" not in page  # type: ignore[operator]
+    assert b'data-requires-python="&gt;=3.7"' in page  # type: ignore[operator]
+    download = app_get(app, f"/simple/demo-pkg/{wheel.name}")
+    assert download.status == 200
+    assert Path(download.body.path).read_bytes() == wheel.read_bytes()  # type: ignore[union-attr]
+    sdist_page = app_get(app, "/simple/legacy-thing/").body
+    assert sdist.name.encode() in sdist_page  # type: ignore[operator]
+
+
+def test_a_hand_copied_file_without_sidecar_is_picked_up_by_rebuild_index(
+    backend: FileSystemBackend, root: Path, tmp_path: Path
+) -> None:
+    existing = backend.put(stage(backend, make_sdist(tmp_path, "demo-pkg", "1.0")), WRITE)
+    cursor = backend.read_index(None)
+    assert cursor is not None
+    copied = make_wheel(tmp_path, "demo-pkg", "2.0", requires_python=">=3.9")
+    shutil.copyfile(copied, storage_of(root) / "demo-pkg" / copied.name)
+    assert backend.read_index(cursor.cursor) is None  # not seen until a rebuild: no scans
+    report = backend.rebuild_index()
+    assert report.added == [copied.name]
+    assert report.total == 2
+    update = backend.read_index(cursor.cursor)
+    assert update is not None
+    records = {e.record.filename: e.record for e in update.events if isinstance(e, Add)}
+    assert records[existing.filename] == existing
+    found = records[copied.name]
+    assert found.sha256 == hashlib.sha256(copied.read_bytes()).hexdigest()
+    assert found.version == "2.0"
+    assert fetch(backend.open(found)) == copied.read_bytes()
+
+
+def test_update_index_command_picks_up_a_hand_copied_file(root: Path, tmp_path: Path) -> None:
+    """The same through `pywharf update_index`, the command an operator runs."""
+    backend = new_backend(root)
+    copied = make_sdist(tmp_path, "demo-pkg", "1.0")
+    (storage_of(root) / "demo-pkg").mkdir(parents=True)
+    shutil.copyfile(copied, storage_of(root) / "demo-pkg" / copied.name)
+    result = subprocess.run(
+        [sys.executable, "-m", "pywharf", "update_index", "file_system", "local",
+         "--root", str(root), "--read_secret", READ, "--write_secret", WRITE],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"added {copied.name}" in result.stdout
+    update = backend.read_index(None)
+    assert update is not None
+    assert [e.record.filename for e in update.events if isinstance(e, Add)] == [copied.name]
+
+
+def test_every_listed_file_can_be_downloaded_even_from_the_wrong_folder(
+    backend: FileSystemBackend, root: Path, tmp_path: Path
+) -> None:
+    """A file copied by hand into another project's folder is served, or not listed at all."""
+    copied = make_wheel(tmp_path, "demo-pkg", "1.0")
+    folder = storage_of(root) / "someone-else"
+    folder.mkdir(parents=True)
+    shutil.copyfile(copied, folder / copied.name)
+    backend.rebuild_index()
+    update = backend.read_index(None)
+    assert update is not None
+    for event in update.events:
+        if isinstance(event, Add):
+            assert fetch(backend.open(event.record)) == copied.read_bytes()
+
+
+def test_files_that_are_not_distributions_are_ignored(
+    backend: FileSystemBackend, root: Path, tmp_path: Path
+) -> None:
+    folder = storage_of(root) / "demo-pkg"
+    folder.mkdir(parents=True)
+    (folder / "README.txt").write_text("hello")
+    (folder / "notes.whl").write_text("not a wheel name")
+    (folder / ".demo_pkg-1.0.tar.gz.123.tmp").write_bytes(b"half written")
+    (storage_of(root) / "stray.tar.gz").write_bytes(b"not in a project folder")
+    report = backend.rebuild_index()
+    assert report.added == []
+    assert report.total == 0
+
+
+# --- two servers, one root ----------------------------------------------------------------------
+
+
+def test_two_backends_on_one_root_see_each_others_uploads(root: Path, tmp_path: Path) -> None:
+    first, second = new_backend(root), new_backend(root)
+    cursors = [first.read_index(None), second.read_index(None)]
+    assert all(c is not None for c in cursors)
+    one = first.put(stage(first, make_wheel(tmp_path, "proj-a", "1.0")), WRITE)
+    two = second.put(stage(second, make_wheel(tmp_path, "proj-b", "1.0")), WRITE)
+    for backend, cursor in zip((first, second), cursors):
+        update = backend.read_index(cursor.cursor)  # type: ignore[union-attr]
+        assert update is not None
+        assert [e.record for e in update.events if isinstance(e, Add)] == [one, two]
+
+
+def test_two_apps_on_one_root_list_each_others_uploads_after_a_sync(
+    root: Path, tmp_path: Path
+) -> None:
+    first, second = build_app(root), build_app(root)
+    wheel = make_wheel(tmp_path, "proj-a", "1.0")
+    assert app_upload(first, wheel).status == 200
+    assert app_get(second, "/simple/proj-a/").status == 404  # not yet: the sync is periodic
+    assert second.repositories["local"].sync() is True
+    assert wheel.name.encode() in app_get(second, "/simple/proj-a/").body  # type: ignore[operator]
+
+
+# --- the journal ---------------------------------------------------------------------------------
+
+
+def journal_path(root: Path) -> Path:
+    return storage_of(root) / ".pywharf" / "journal.jsonl"
+
+
+def test_a_half_written_journal_line_is_read_once_complete(
+    backend: FileSystemBackend, root: Path, tmp_path: Path
+) -> None:
+    start = backend.read_index(None)
+    assert start is not None
+    record = FileRecord("x-1.0.tar.gz", "x", "1.0", "a" * 64, 1, 1.0)  # type: ignore[arg-type]
+    line = json.dumps({"op": "add", **record.to_json()}).encode() + b"\n"
+    with journal_path(root).open("ab") as journal:
+        journal.write(line[:20])  # another process is mid-append
+        journal.flush()
+        assert (
+            backend.read_index(start.cursor) in (None,)
+            or not backend.read_index(start.cursor).events
+        )  # type: ignore[union-attr]
+        journal.write(line[20:])
+    update = backend.read_index(start.cursor)
+    assert update is not None
+    assert [e.record for e in update.events if isinstance(e, Add)] == [record]
+
+
+def test_a_restart_reads_the_same_index(
+    backend: FileSystemBackend, root: Path, tmp_path: Path
+) -> None:
+    for n in range(5):
+        backend.put(stage(backend, make_wheel(tmp_path, "proj", f"1.{n}")), WRITE)
+    first = backend.read_index(None)
+    again = new_backend(root).read_index(None)
+    assert first is not None and again is not None
+    assert again.events == first.events
+
+
+def test_spool_files_of_dead_processes_are_removed_at_start(root: Path) -> None:
+    backend = new_backend(root)
+    spool = Path(backend.spool_dir)
+    dead = spool / "upload-999999999-abc"
+    alive = spool / f"upload-{os.getpid()}-def"
+    dead.write_bytes(b"cut off by a crash")
+    alive.write_bytes(b"still being received")
+    new_backend(root)
+    assert not dead.exists()
+    assert alive.exists()

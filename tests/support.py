@@ -168,3 +168,49 @@ def stop(server: ServerProcess) -> int:
         server.process.kill()
         server.process.wait()
         raise AssertionError("the server ignored SIGTERM") from None
+
+
+# --- real clients: twine, uv and pip as subprocesses, isolated by `client_env` ---------------
+
+
+def twine_upload(
+    server: ServerProcess, files: list[Path], home: Path, password: str = WRITE
+) -> subprocess.CompletedProcess[str]:
+    command = [str(BIN / "twine"), "upload", "--non-interactive", "--disable-progress-bar",
+               "--repository-url", f"{server.live.url}/simple/", "-u", "local", "-p", password,
+               *map(str, files)]  # fmt: skip
+    return subprocess.run(
+        command, env=client_env(home), capture_output=True, text=True, timeout=120
+    )
+
+
+def pip_install(
+    index_url: str, requirement: str, target: Path, home: Path
+) -> subprocess.CompletedProcess[str]:
+    command = [str(BIN / "python"), "-m", "pip", "install", "--isolated", "--no-cache-dir",
+               "--disable-pip-version-check", "--target", str(target), "--index-url", index_url,
+               requirement]  # fmt: skip
+    return subprocess.run(
+        command, env=client_env(home), capture_output=True, text=True, timeout=120
+    )
+
+
+def uv_install(
+    index_url: str, requirement: str, target: Path, home: Path
+) -> subprocess.CompletedProcess[str]:
+    command = [str(BIN / "uv"), "pip", "install", "--no-cache", "--target", str(target),
+               "--index-url", index_url, "--python", str(BIN / "python"), requirement]  # fmt: skip
+    return subprocess.run(
+        command, env=client_env(home), capture_output=True, text=True, timeout=120
+    )
+
+
+def uv_publish(
+    server: ServerProcess, files: list[Path], home: Path, password: str = WRITE
+) -> subprocess.CompletedProcess[str]:
+    command = [str(BIN / "uv"), "publish", "--publish-url", f"{server.live.url}/simple/",
+               "-u", "local", "-p", password, "--trusted-publishing", "never",
+               "--keyring-provider", "disabled", "--no-attestations", *map(str, files)]  # fmt: skip
+    return subprocess.run(
+        command, env=client_env(home), capture_output=True, text=True, timeout=120
+    )

@@ -2,45 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from support import BIN
 from support import READ
-from support import WRITE
 from support import ServerProcess
-from support import client_env
-
-
-def twine_upload(
-    server: ServerProcess, files: list[Path], home: Path, password: str = WRITE
-) -> subprocess.CompletedProcess[str]:
-    command = [str(BIN / "twine"), "upload", "--non-interactive", "--disable-progress-bar",
-               "--repository-url", f"{server.live.url}/simple/", "-u", "local", "-p", password,
-               *map(str, files)]  # fmt: skip
-    return subprocess.run(
-        command, env=client_env(home), capture_output=True, text=True, timeout=120
-    )
-
-
-def pip_install(
-    index_url: str, requirement: str, target: Path, home: Path
-) -> subprocess.CompletedProcess[str]:
-    command = [str(BIN / "python"), "-m", "pip", "install", "--isolated", "--no-cache-dir", "--disable-pip-version-check",
-               "--target", str(target), "--index-url", index_url, requirement]  # fmt: skip
-    return subprocess.run(
-        command, env=client_env(home), capture_output=True, text=True, timeout=120
-    )
-
-
-def uv_install(
-    index_url: str, requirement: str, target: Path, home: Path
-) -> subprocess.CompletedProcess[str]:
-    command = [str(BIN / "uv"), "pip", "install", "--no-cache", "--target", str(target),
-               "--index-url", index_url, "--python", str(BIN / "python"), requirement]  # fmt: skip
-    return subprocess.run(
-        command, env=client_env(home), capture_output=True, text=True, timeout=120
-    )
+from support import pip_install
+from support import twine_upload
+from support import uv_install
 
 
 def test_pip_and_uv_install_what_twine_uploaded(

@@ -1,0 +1,27 @@
+"""End-to-end folder: report which interpreters the pyz smoke test ran on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pythons import MINORS
+from pythons import interpreters
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    ran = interpreters()
+    if not any("test_pythons" in str(r.nodeid) for r in _reports(terminalreporter)):
+        return
+    found = ", ".join(f"{i.version} ({i.path})" for i in ran) or "none"
+    missing = [m for m in MINORS if m not in {i.minor for i in ran}]
+    terminalreporter.write_sep("-", "pyz smoke test interpreters")
+    terminalreporter.write_line(f"ran on: {found}")
+    if missing:
+        terminalreporter.write_line(f"not found on this machine: {', '.join(missing)}")
+
+
+def _reports(terminalreporter: Any) -> list[Any]:
+    reports = []
+    for key in ("passed", "failed", "error", "skipped"):
+        reports += terminalreporter.stats.get(key, [])
+    return [r for r in reports if hasattr(r, "nodeid")]

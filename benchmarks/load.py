@@ -213,9 +213,10 @@ def upload_many(endpoint: Endpoint, files: Sequence[CorpusFile],
     threads = [threading.Thread(target=uploader.work, daemon=True) for _ in range(clients)]
     for thread in threads:
         thread.start()
+    # A request already sent may still take its full timeout; never wait past that.
+    give_up = started + max_seconds + REQUEST_TIMEOUT_SECONDS
     for thread in threads:
-        # A request already sent may still take its full timeout; never wait past that.
-        thread.join(max_seconds + REQUEST_TIMEOUT_SECONDS)
+        thread.join(max(0.0, give_up - time.monotonic()))
     uploader.stats.seconds = time.monotonic() - started
     return uploader.stats
 
@@ -278,20 +279,24 @@ class WrkResult:
     seconds: float
     p50_ms: float
     p99_ms: float
-    errors: int  # non-2xx/3xx answers plus socket errors and timeouts
+    errors: dict[str, int]  # by kind: connect, read, write, status (not 2xx/3xx), timeout
 
     @property
     def per_second(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
 
 
 _DONE = """
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format('%s{"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, '
-    .. '"errors": %d}\\n', "MARKER", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99),
-    e.connect + e.read + e.write + e.status + e.timeout))
+    .. '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}}\\n',
+    "MARKER", summary.requests, summary.duration, latency:percentile(50),
+    latency:percentile(99), e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -146,7 +147,14 @@ class Pywharf(Server):
                 "--host", HOST, "--port", str(port)]
 
     def env(self, work: Path) -> dict[str, str]:
-        return {**os.environ, "SHIV_ROOT": str(work / "shiv"), "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "SHIV_ROOT": str(work / "shiv")}
+        # Only the working-tree launcher may import from it: a PYTHONPATH pointing there would
+        # make the zipapp run the tree's modules instead of its own.
+        if self.pyz is None:
+            env["PYTHONPATH"] = str(REPO)
+        else:
+            env.pop("PYTHONPATH", None)
+        return env
 
     def upload_request(self, file: CorpusFile) -> UploadRequest:
         assert self.write_auth is not None
@@ -154,15 +162,19 @@ class Pywharf(Server):
 
 
 class PypiServer(Server):
-    """pypiserver 2.4 on waitress (bottle's first choice; pypiserver's `--server` list lacks
-    its name, so `auto` picks it), with its watchdog cache and htpasswd auth for uploads only:
+    """pypiserver 2.4 on waitress (see pypiserver_waitress.py), with its watchdog-cached
+    backend (faster than `simple-dir` at every size) and htpasswd auth for uploads only:
     it reads anonymously, as it is usually deployed."""
 
     name = "pypiserver"
     write_auth = basic_auth(REPOSITORY, WRITE_SECRET)
 
-    def __init__(self) -> None:
+    def __init__(self, hash_algo: str = "off") -> None:
+        """`hash_algo="off"` is its fastest setting (and what peer-figures.md measured): with
+        hashes in the links, every page opens files to hash them, its watchdog cache sees each
+        open as a change, and the next request rescans the whole folder (about 10x the cost)."""
         self.venv = Path()
+        self.hash_algo = hash_algo
 
     def install(self, work: Path) -> None:
         self.venv = work / "venvs" / "pypiserver"
@@ -188,9 +200,10 @@ class PypiServer(Server):
                         str(self.venv / "htpasswd")], check=True)
 
     def command(self, root: Path, port: int) -> list[str]:
-        return [str(self.venv / "bin" / "pypi-server"), "run", "--host", HOST, "--port",
-                str(port), "--server", "auto", "--authenticate", "update", "--passwords",
-                str(self.venv / "htpasswd"), "--disable-fallback", "--hash-algo", "sha256",
+        launcher = Path(__file__).with_name("pypiserver_waitress.py")
+        return [str(self.venv / "bin" / "python"), str(launcher), "--host", HOST, "--port",
+                str(port), "--backend", "auto", "--authenticate", "update", "--passwords",
+                str(self.venv / "htpasswd"), "--disable-fallback", "--hash-algo", self.hash_algo,
                 str(root)]
 
     def upload_request(self, file: CorpusFile) -> UploadRequest:
@@ -213,7 +226,7 @@ worker_processes auto;
 user root;
 pid {root}/nginx.pid;
 error_log {root}/error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections {connections}; }}
 http {{
   types {{ text/html html; application/octet-stream whl; application/gzip gz; }}
   default_type application/octet-stream;
@@ -222,7 +235,7 @@ http {{
   tcp_nopush on;
   tcp_nodelay on;
   keepalive_requests 1000000;
-  open_file_cache max=100000 inactive=60s;
+  open_file_cache max={cached_files} inactive=60s;
   client_body_temp_path {root}/tmp/body;
   client_max_body_size 0;
   server {{
@@ -237,6 +250,13 @@ http {{
   }}
 }}
 """
+
+
+def nginx_limits() -> dict[str, int]:
+    """Descriptor budgets within our open-files limit: a cache of open files larger than
+    it makes nginx answer 500 ("Too many open files") once the repository is large."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return {"cached_files": max(64, soft // 2), "connections": max(128, min(4096, soft // 4))}
 
 
 class Nginx(Server):
@@ -255,7 +275,7 @@ class Nginx(Server):
 
     def command(self, root: Path, port: int) -> list[str]:
         conf = root / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(root=root, host=HOST, port=port))
+        conf.write_text(NGINX_CONF.format(root=root, host=HOST, port=port, **nginx_limits()))
         return ["nginx", "-p", str(root), "-c", str(conf), "-e", str(root / "error.log")]
 
     def upload_request(self, file: CorpusFile) -> UploadRequest:

@@ -87,12 +87,14 @@ FIGURES: tuple[Figure, ...] = (
 
 
 def growth_figures(growth: Sequence[int]) -> tuple[Figure, ...]:
-    """Rows for the project-page cost at each repository size, and its growth."""
+    """Rows for the project-page cost and the cold start at each repository size."""
     rows = [Figure(f"growth_{p}_cpu_us", f"project page CPU, {p:,} projects", "µs/req", True)
             for p in growth]
     if len(growth) > 1:
         label = f"project page CPU growth, {growth[0]:,} -> {growth[-1]:,}"
         rows.append(Figure("growth_cpu_ratio", label, "x", True, Target(1.2, "max")))
+    rows += [Figure(f"growth_{p}_cold_start_s", f"cold start, {p:,} projects", "s", True)
+             for p in growth]
     return tuple(rows)
 
 
@@ -155,12 +157,17 @@ def build_rows(figures: Mapping[str, Mapping[str, float]], servers: Sequence[str
 
 
 def _cells(row: Row, servers: Sequence[str]) -> list[str]:
+    cells = [f"{row.figure.label} ({row.figure.unit})",
+             *(format_value(row.values[s]) for s in servers)]
+    if OURS not in servers:  # ratios and targets are about pywharf
+        return cells
     target = row.figure.target.describe() if row.figure.target else ""
-    return [f"{row.figure.label} ({row.figure.unit})", *(format_value(row.values[s])
-            for s in servers), *row.ratios.values(), target, row.verdict]
+    return [*cells, *row.ratios.values(), target, row.verdict]
 
 
 def _header(servers: Sequence[str]) -> list[str]:
+    if OURS not in servers:
+        return ["figure", *servers]
     peers = [f"{OURS} ÷ {s}" for s in servers if s != OURS]
     return ["figure", *servers, *peers, "target", ""]
 

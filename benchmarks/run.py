@@ -9,6 +9,7 @@ Prints one table and writes it as JSON and Markdown to benchmarks/results/. See 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import platform
 import signal
@@ -26,6 +27,7 @@ from benchmarks.corpus import CorpusSpec
 from benchmarks.corpus import ensure_corpus
 from benchmarks.corpus import ensure_large_file
 from benchmarks.peers import ALL_SERVERS
+from benchmarks.peers import PypiServer
 from benchmarks.peers import Pywharf
 from benchmarks.peers import Server
 from benchmarks.peers import Unavailable
@@ -71,6 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--connections", type=int, default=64, help="wrk connections (64)")
     add("--threads", type=int, default=2, help="wrk threads (2)")
     add("--servers", nargs="+", choices=sorted(ALL_SERVERS), default=list(ALL_SERVERS))
+    add("--pypiserver-hash", default="off", help="pypiserver's --hash-algo: off (its fastest, "
+        "the default) or e.g. sha256 (hashes in links, as pywharf and nginx serve them)")
     add("--pyz", type=Path, default=HERE.parent / "dist" / "pywharf.pyz",
         help="the pywharf zipapp to measure (dist/pywharf.pyz)")
     add("--from-source", action="store_true",
@@ -121,6 +125,8 @@ def context(args: argparse.Namespace, settings: Settings,
 def make_server(name: str, args: argparse.Namespace) -> Server:
     if name == "pywharf":
         return Pywharf(None if args.from_source else args.pyz)
+    if name == "pypiserver":
+        return PypiServer(args.pypiserver_hash)
     return ALL_SERVERS[name]()
 
 
@@ -180,6 +186,8 @@ def markdown_report(ctx: dict[str, Any], rows: list[Any], servers: list[str],
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows up through a pipe, too
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         measurements = run(args)

@@ -38,6 +38,8 @@ MIB = 1 << 20
 HARNESS_ERRORS = (BenchmarkError, OSError, ValueError, subprocess.SubprocessError,
                   http.client.HTTPException)
 IDLE_SETTLE_SECONDS = 1.0
+# Below this many completed requests per connection, in-flight work skews CPU per request.
+FEW_REQUESTS_PER_CONNECTION = 10
 DOWNLOADS = 3  # the median of three: one download is at the mercy of a noisy neighbour
 
 
@@ -149,9 +151,13 @@ class _Run:
         fig[f"{label}_p99_ms"] = result.p99_ms
         if result.requests:
             fig[f"{label}_cpu_us"] = cpu.seconds / result.requests * 1e6
-        if result.errors:
-            self.result.note(f"{label}: {result.errors} of {result.requests} requests failed "
-                             "(non-2xx, socket errors or timeouts)")
+        if result.error_count:
+            kinds = {k: v for k, v in result.errors.items() if v}
+            self.result.note(f"{label}: {result.error_count} of {result.requests} requests "
+                             f"failed {kinds}")
+        if result.requests < FEW_REQUESTS_PER_CONNECTION * s.wrk_connections:
+            self.result.note(f"{label}: only {result.requests} requests completed; the CPU "
+                             "spent on those still in flight inflates the CPU per request")
         return result
 
     def page_paths(self, files: Sequence[CorpusFile]) -> list[str]:
@@ -191,17 +197,19 @@ class _Run:
         shutil.rmtree(root, ignore_errors=True)
 
     def growth(self, corpus: Corpus, projects: int) -> None:
-        """The project-page test on a repository of `projects` projects."""
+        """Cold start and the project-page test on a repository of `projects` projects."""
         root = self.root(f"growth-{projects}")
         files = corpus.subset(projects)
-        seeded = self.server.seed(root, files)
+        if not self.server.seed(root, files):
+            with running(self.server, root, self.work) as live:
+                files = self.upload_fill(live, files, f"growth_{projects}_fill")
+        self.server.publish(root, files)
+        if not files:
+            return
         with running(self.server, root, self.work) as live:
-            present = files if seeded else self.upload_fill(live, files, f"growth_{projects}_fill")
-            self.server.publish(root, present)
-            if present:
-                result = self.wrk(live, self.page_paths(present), f"growth_{projects}")
-                print(f"  [{self.server.name}] {projects} projects: "
-                      f"{result.per_second:.0f} req/s")
+            self.result.figures[f"growth_{projects}_cold_start_s"] = live.ready_seconds
+            result = self.wrk(live, self.page_paths(files), f"growth_{projects}")
+        print(f"  [{self.server.name}] {projects} projects: {result.per_second:.0f} req/s")
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -215,5 +223,6 @@ def measure(server: Server, work: Path, settings: Settings, corpus: Corpus, larg
         for projects in growth:
             run.growth(growth_corpus, projects)
     except HARNESS_ERRORS as error:
-        run.result.note(f"stopped: {type(error).__name__}: {error}")
+        verb = "stopped" if run.result.figures else "skipped"
+        run.result.note(f"{verb}: {type(error).__name__}: {error}")
     return run.result

@@ -90,9 +90,11 @@ def test_wrk_script_is_static_for_one_path_and_random_for_many() -> None:
 
 def test_parse_wrk_output_reads_the_done_hook_line() -> None:
     out = ('Running 5s test\nWRK-JSON {"requests": 1000, "duration_us": 2000000, '
-           '"p50_us": 1500, "p99_us": 9000, "errors": 2}\n')
+           '"p50_us": 1500, "p99_us": 9000, "errors": {"connect": 0, "read": 1, "write": 0, '
+           '"status": 2, "timeout": 0}}\n')
     result = parse_wrk_output(out)
-    assert (result.per_second, result.p50_ms, result.p99_ms, result.errors) == (500, 1.5, 9, 2)
+    assert (result.per_second, result.p50_ms, result.p99_ms) == (500, 1.5, 9)
+    assert result.error_count == 3
     with pytest.raises(ValueError, match="no WRK-JSON line"):
         parse_wrk_output("unable to connect")
 

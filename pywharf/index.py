@@ -10,11 +10,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
-from dataclasses import replace
 from typing import Any
+from typing import NamedTuple
 from typing import Union
 
 from packaging.utils import NormalizedName
@@ -35,9 +34,12 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class FileRecord:
-    """What the index knows of one stored distribution file."""
+class FileRecord(NamedTuple):
+    """What the index knows of one stored distribution file.
+
+    A NamedTuple, not a dataclass: a server holds one per file (100,000 and more), and a tuple
+    is built three times faster and takes a third of the memory (slots need Python 3.10).
+    """
 
     filename: str
     project: NormalizedName
@@ -50,32 +52,28 @@ class FileRecord:
     yanked: str | None = None  # PEP 592: None, or the reason ("" for none given)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k, v in self._asdict().items() if v is not None}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FileRecord:
-        try:
-            return cls(**data)
-        except TypeError as error:
-            raise StorageError(
-                f"index record {data.get('filename')!r} is malformed: {error}"
-            ) from None
+        """Unknown keys are ignored: a newer pywharf may add fields to the journal."""
+        record = cls._make([data.get(name) for name in cls._fields])
+        if not isinstance(record.filename, str) or not isinstance(record.sha256, str):
+            raise StorageError(f"index record {data.get('filename')!r} is malformed")
+        return record
 
 
-@dataclass(frozen=True)
-class Add:
+class Add(NamedTuple):
     record: FileRecord
 
 
-@dataclass(frozen=True)
-class Yank:
+class Yank(NamedTuple):
     project: NormalizedName
     filename: str
     reason: str | None  # None un-yanks
 
 
-@dataclass(frozen=True)
-class Delete:
+class Delete(NamedTuple):
     project: NormalizedName
     filename: str
 
@@ -93,14 +91,17 @@ def event_to_json(event: Event) -> dict[str, Any]:
 
 
 def event_from_json(data: dict[str, Any]) -> Event:
-    data = dict(data)
-    op = data.pop("op", None)
+    """The event a journal line describes."""
+    op = data.get("op")
     if op == "add":
         return Add(FileRecord.from_json(data))
+    project, filename = data.get("project"), data.get("filename")
+    if not isinstance(project, str) or not isinstance(filename, str):
+        raise StorageError(f"index event {data!r:.80} is malformed")
     if op == "yank":
-        return Yank(data["project"], data["filename"], data.get("reason"))
+        return Yank(NormalizedName(project), filename, data.get("reason"))
     if op == "delete":
-        return Delete(data["project"], data["filename"])
+        return Delete(NormalizedName(project), filename)
     raise StorageError(f"index event has an unknown op {op!r}")
 
 
@@ -193,7 +194,7 @@ class Index:
         if existing is None:
             return
         if isinstance(event, Yank):
-            files[event.filename] = replace(existing, yanked=event.reason)
+            files[event.filename] = existing._replace(yanked=event.reason)
         else:
             del files[event.filename]
             self._deleted[event.filename] = existing.sha256

@@ -54,10 +54,12 @@ def safe_next(value: str | None) -> str:
     """Only a local path: `next=https://evil.example/` was an open redirect in the original."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/simple/"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):  # urlsplit would drop them silently
+        return "/simple/"
     parts = urlsplit(value)
     if parts.scheme or parts.netloc:
         return "/simple/"
-    return value
+    return quote(value, safe="/?&=%:;@!$'()*+,~-._")  # an ASCII Location, whatever was asked
 
 
 def _secure(request: Request) -> str:
@@ -101,7 +103,9 @@ def submit_login(
     form = read_form(request)
     cookie = parse_cookies(request.header("cookie")).get(CSRF_COOKIE, "")
     token = form.get("csrf", "")
-    if not token or not hmac.compare_digest(token, cookie) or not _same_origin(request):
+    # compare_digest takes str only in ASCII; header values arrive as Latin-1: compare bytes.
+    same = hmac.compare_digest(token.encode(), cookie.encode())
+    if not token or not token.isascii() or not same or not _same_origin(request):
         raise Forbidden("the login form expired or came from another site; reload it")
     name = form.get("pkg_repo_name", "").strip().lower()
     secret = form.get("pkg_repo_secret_raw", "")

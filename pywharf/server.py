@@ -8,6 +8,7 @@ and it cannot bound the time a client takes to send its headers.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -38,6 +39,7 @@ IDLE_TIMEOUT_SECONDS = 30.0  # a keep-alive connection waiting for its next requ
 HEAD_TIMEOUT_SECONDS = 10.0  # from a request's first byte to the end of its headers
 BODY_TIMEOUT_SECONDS = 60.0  # silence while a body is being sent
 RECV_BYTES = 256 * 1024
+_UNSAFE_IN_HEADER = re.compile(r"[\r\n\x00]")
 _REASONS = {
     200: "OK", 206: "Partial Content", 301: "Moved Permanently", 302: "Found",
     304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -77,7 +79,7 @@ class Connection:
             self._fill(IDLE_TIMEOUT_SECONDS)
         deadline = time.monotonic() + HEAD_TIMEOUT_SECONDS
         while True:
-            end = self.buffer.find(b"\r\n\r\n")
+            end = self.buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
             if end >= 0:
                 head = bytes(self.buffer[:end])
                 del self.buffer[: end + 4]
@@ -164,13 +166,14 @@ def _content_length(headers: dict[str, str]) -> int | None:
 def _head_bytes(response: Response, method: str, keep_alive: bool) -> bytes:
     reason = response.reason or _REASONS.get(response.status, "Unknown")
     lines = [f"HTTP/1.1 {response.status} {reason}"]
-    lines += [f"{name}: {value}" for name, value in response.headers]
+    # No header value may end its line early (response splitting); none is beyond Latin-1.
+    lines += [f"{name}: {_UNSAFE_IN_HEADER.sub('', value)}" for name, value in response.headers]
     if response.status != 304 and not any(n == "Content-Length" for n, _ in response.headers):
         lines.append(f"Content-Length: {response.length}")
     lines.append(f"Date: {_http_now()}")
     if not keep_alive:
         lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
 
 
 _date_cache: list[Any] = [0, ""]

@@ -30,6 +30,7 @@ class Session:
     repository: str
     permission: Permission
     expires: int
+    epoch: str  # the repository's configuration when it was issued: a new secret ends it
 
 
 def parse_cookies(header: str | None) -> dict[str, str]:
@@ -77,25 +78,26 @@ class SessionKeys:
         mac = hmac.new(self._key, payload.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
-    def issue(self, repository: str, permission: Permission, now: float | None = None) -> str:
+    def issue(
+        self, repository: str, permission: Permission, epoch: str = "", now: float | None = None
+    ) -> str:
         expires = int((time.time() if now is None else now) + self.lifetime)
         name = base64.urlsafe_b64encode(repository.encode()).rstrip(b"=").decode()
-        payload = f"{name}.{int(permission)}.{expires}"
+        payload = f"{name}.{int(permission)}.{expires}.{epoch}"
         return f"{payload}.{self._sign(payload)}"
 
     def check(self, cookie: str | None, now: float | None = None) -> Session | None:
-        if not cookie or cookie.count(".") != 3:
+        if not cookie or cookie.count(".") != 4:
             return None
         payload, _, signature = cookie.rpartition(".")
-        if not hmac.compare_digest(signature, self._sign(payload)):
+        if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
             return None
-        name, permission, expires = payload.split(".")
+        name, permission, expires, epoch = payload.split(".")
         if int(expires) < (time.time() if now is None else now):
             return None
         padded = name + "=" * (-len(name) % 4)
-        return Session(
-            base64.urlsafe_b64decode(padded).decode(), Permission(int(permission)), int(expires)
-        )
+        repository = base64.urlsafe_b64decode(padded).decode()
+        return Session(repository, Permission(int(permission)), int(expires), epoch)
 
     def csrf_token(self) -> str:
         return secrets.token_urlsafe(24)

@@ -253,7 +253,7 @@ class FileSystemBackend:
             raise StorageNotFound(f"{event.filename!r} is not stored")
         meta = self._read_meta(path) or {}
         form = {k: v for k, v in meta.items() if isinstance(v, str)}
-        yanked = FileRecord(**{**stored.to_json(), "yanked": event.reason})
+        yanked = stored._replace(yanked=event.reason)
         self._write_meta(path, yanked, form)
 
     def open(self, record: FileRecord) -> LocalFile:
@@ -337,10 +337,13 @@ class FileSystemBackend:
             report = RepairReport()
             found = []
             locations = {}
-            for path in self._stored_files():
-                record = self._record_from_disk(path)
-                if record is None:
+            for found_at in self._stored_files():
+                record = self._record_from_disk(found_at)
+                path = self._in_project_folder(found_at, record) if record else None
+                if record is None or path is None:
                     continue
+                if path != found_at:
+                    report.repaired.append(f"{record.filename} (moved into {record.project}/)")
                 found.append(record)
                 locations[record.filename] = {"package_path": str(path)}
                 known = before.file(record.project, record.filename)
@@ -358,6 +361,24 @@ class FileSystemBackend:
             _write_atomically(self.storage / "index.toml", remote)  # the original's index file
             report.total = len(found)
             return report
+
+    def _in_project_folder(self, path: Path, record: FileRecord) -> Path | None:
+        """A file copied into another folder moves to its project's, where it is served;
+        if that place is taken, it stays where it is, unlisted."""
+        target = self._path(record)
+        if path == target:
+            return path
+        target.parent.mkdir(exist_ok=True)
+        try:
+            os.link(path, target)  # never replaces a stored file
+        except OSError:
+            return None
+        for suffix in (".meta", ".metadata"):
+            sidecar = path.with_name(path.name + suffix)
+            if sidecar.exists():
+                os.replace(sidecar, target.with_name(target.name + suffix))
+        path.unlink()
+        return target
 
     def _remove_stale_spool_files(self) -> None:
         """Uploads cut off by a crash: spool files of processes that no longer run."""

@@ -496,23 +496,24 @@ def test_a_session_among_other_cookies_is_found(site: Site) -> None:
 
 
 def _tampered(value: str) -> dict[str, str]:
-    name, permission, expires, signature = value.split(".")
+    name, permission, expires, epoch, signature = value.split(".")
     other = base64.urlsafe_b64encode(b"other").rstrip(b"=").decode()
     flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
     return {
-        "signature changed": f"{name}.{permission}.{expires}.{flipped}",
-        "write permission": f"{name}.2.{expires}.{signature}",
-        "another repository": f"{other}.{permission}.{expires}.{signature}",
-        "later expiry": f"{name}.{permission}.{int(expires) + 3600}.{signature}",
-        "no signature": f"{name}.{permission}.{expires}.",
-        "signature dropped": f"{name}.{permission}.{expires}",
+        "signature changed": f"{name}.{permission}.{expires}.{epoch}.{flipped}",
+        "write permission": f"{name}.2.{expires}.{epoch}.{signature}",
+        "another repository": f"{other}.{permission}.{expires}.{epoch}.{signature}",
+        "later expiry": f"{name}.{permission}.{int(expires) + 3600}.{epoch}.{signature}",
+        "another configuration": f"{name}.{permission}.{expires}.0{epoch[1:]}.{signature}",
+        "no signature": f"{name}.{permission}.{expires}.{epoch}.",
+        "signature dropped": f"{name}.{permission}.{expires}.{epoch}",
         "extra part": f"{value}.x",
         "garbage": "not-a-session",
         "empty": "",
     }
 
 
-TAMPERED = list(_tampered("bG9jYWw.1.1.sig"))
+TAMPERED = list(_tampered("bG9jYWw.1.1.e.sig"))
 
 
 @pytest.mark.parametrize("case", TAMPERED)

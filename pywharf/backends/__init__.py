@@ -124,6 +124,7 @@ class Backend(Protocol):
 # type name -> "module:Class". Imported lazily; built-in backends register as a third party would.
 BACKEND_TYPES = {
     "file_system": "pywharf.backends.file_system:FileSystemBackend",
+    "github": "pywharf.backends.github:GitHubBackend",
 }
 
 

@@ -30,11 +30,16 @@ def wheel_name(name: str, version: str, tag: str = "py3-none-any") -> str:
 
 
 def metadata_text(
-    name: str, version: str, requires_python: str | None = None, summary: str = "A test package"
+    name: str,
+    version: str,
+    requires_python: str | None = None,
+    summary: str = "A test package",
+    requires_dist: tuple[str, ...] = (),
 ) -> str:
     lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", f"Summary: {summary}"]
     if requires_python:
         lines.append(f"Requires-Python: {requires_python}")
+    lines += [f"Requires-Dist: {requirement}" for requirement in requires_dist]
     return "\n".join(lines) + "\n\nLong description.\n"
 
 
@@ -50,13 +55,16 @@ def make_wheel(
     requires_python: str | None = None,
     payload_bytes: int = 0,
     tag: str = "py3-none-any",
+    requires_dist: tuple[str, ...] = (),
 ) -> Path:
     """Write an installable wheel; `payload_bytes` pads it with an incompressible data file."""
     module = _escaped(name)
     dist_info = f"{module}-{version}.dist-info"
     files: dict[str, bytes] = {
         f"{module}/__init__.py": f"__version__ = {version!r}\n".encode(),
-        f"{dist_info}/METADATA": metadata_text(name, version, requires_python).encode(),
+        f"{dist_info}/METADATA": metadata_text(
+            name, version, requires_python, requires_dist=requires_dist
+        ).encode(),
         f"{dist_info}/WHEEL": (
             f"Wheel-Version: 1.0\nGenerator: pywharf-tests\nRoot-Is-Purelib: true\nTag: {tag}\n"
         ).encode(),

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import os
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
+from typing import TypeVar
+from urllib.parse import unquote
+from urllib.parse import urlsplit
+
+import jsonschema
+from packaging.utils import parse_sdist_filename
+from packaging.utils import parse_wheel_filename
+from packaging.version import Version
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -185,21 +198,30 @@ def twine_upload(
 
 
 def pip_install(
-    index_url: str, requirement: str, target: Path, home: Path
+    index_url: str,
+    requirement: str,
+    target: Path,
+    home: Path,
+    *options: str,
+    python: Path = BIN / "python",
 ) -> subprocess.CompletedProcess[str]:
-    command = [str(BIN / "python"), "-m", "pip", "install", "--isolated", "--no-cache-dir",
+    command = [str(python), "-m", "pip", "install", "--isolated", "--no-cache-dir",
                "--disable-pip-version-check", "--target", str(target), "--index-url", index_url,
-               requirement]  # fmt: skip
-    return subprocess.run(
-        command, env=client_env(home), capture_output=True, text=True, timeout=120
-    )
+               *options, requirement]  # fmt: skip
+    return run_client(command, home)
 
 
 def uv_install(
-    index_url: str, requirement: str, target: Path, home: Path
+    index_url: str, requirement: str, target: Path, home: Path, *options: str
 ) -> subprocess.CompletedProcess[str]:
     command = [str(BIN / "uv"), "pip", "install", "--no-cache", "--target", str(target),
-               "--index-url", index_url, "--python", str(BIN / "python"), requirement]  # fmt: skip
+               "--index-url", index_url, "--python", str(BIN / "python"), *options,
+               requirement]  # fmt: skip
+    return run_client(command, home)
+
+
+def run_client(command: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    """Any client command, isolated by `client_env(home)`."""
     return subprocess.run(
         command, env=client_env(home), capture_output=True, text=True, timeout=120
     )
@@ -214,3 +236,128 @@ def uv_publish(
     return subprocess.run(
         command, env=client_env(home), capture_output=True, text=True, timeout=120
     )
+
+
+# --- waiting -------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def poll(check: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
+    """Call `check` until it returns something other than None; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+# --- the simple API's two forms, checked against the spec ----------------------------------------
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+SCHEMA = json.loads((HERE / "data" / "simple-api.schema.json").read_text())
+jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+def check_simple_json(body: bytes, kind: str) -> dict[str, Any]:
+    """Parse a JSON page and validate it against the schema's `root` or `project` definition."""
+    document: dict[str, Any] = json.loads(body)
+    schema = {"$schema": SCHEMA["$schema"], "$ref": f"#/$defs/{kind}", "$defs": SCHEMA["$defs"]}
+    jsonschema.Draft202012Validator(schema).validate(document)
+    if kind == "project":  # PEP 700: every file's version is in `versions`
+        listed = {Version(v) for v in document["versions"]}
+        for entry in document["files"]:
+            assert file_version(entry["filename"]) in listed, entry["filename"]
+    return document
+
+
+def file_version(filename: str) -> Version:
+    if filename.endswith(".whl"):
+        return parse_wheel_filename(filename)[1]
+    return parse_sdist_filename(filename)[1]
+
+
+@dataclass
+class Anchor:
+    href: str
+    text: str
+    attributes: dict[str, str | None]  # None: a bare attribute
+
+
+class _SimplePage(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)  # as pip parses
+        self.doctype = ""
+        self.meta: dict[str, str | None] = {}
+        self.anchors: list[Anchor] = []
+        self._open: tuple[dict[str, str | None], list[str]] | None = None
+
+    def handle_decl(self, decl: str) -> None:
+        self.doctype = decl
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "meta" and attributes.get("name"):
+            self.meta[str(attributes["name"])] = attributes.get("content")
+        elif tag == "a":
+            self._open = (attributes, [])
+        elif self._open is not None:
+            raise AssertionError(f"markup <{tag}> inside an anchor: its text must be bare")
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self._open[1].append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._open is not None:
+            attributes, text = self._open
+            self.anchors.append(Anchor(attributes.get("href") or "", "".join(text), attributes))
+            self._open = None
+
+
+_HASH_FRAGMENT = re.compile(r"^sha256=[0-9a-f]{64}$")
+
+
+def check_simple_html(body: bytes, kind: str) -> tuple[str, list[Anchor]]:
+    """Parse an HTML page, check the living spec's rules; (repository-version, anchors)."""
+    page = _SimplePage()
+    page.feed(body.decode("utf-8"))
+    page.close()
+    assert page.doctype.lower() == "doctype html", page.doctype  # HTML5
+    version = page.meta.get("pypi:repository-version")  # PEP 629, on every page
+    assert version is not None and re.fullmatch(r"1\.[0-9]+", version), page.meta
+    for anchor in page.anchors:
+        assert anchor.text, anchor
+        if kind == "root":
+            assert anchor.href.endswith("/"), anchor
+            continue
+        url, _, fragment = anchor.href.partition("#")
+        assert _HASH_FRAGMENT.match(fragment), anchor  # hashlib name, lowercase hex
+        assert anchor.text == unquote(urlsplit(url).path.rsplit("/", 1)[-1]), anchor
+        attributes = anchor.attributes
+        assert "data-yanked" not in attributes or attributes["data-yanked"] is not None, anchor
+        core = attributes.get("data-core-metadata")
+        assert core == attributes.get("data-dist-info-metadata"), anchor  # PEP 714: same value
+        assert core is None or core == "true" or _HASH_FRAGMENT.match(core), anchor
+        assert attributes.get("data-requires-python", "") is not None, anchor
+    # `<` and `>` in attribute values must be written as entities.
+    for value in re.findall(rb'=\s*"([^"]*)"', body):
+        assert b"<" not in value and b">" not in value, value
+    return version, page.anchors
+
+
+def fetch_json(live: Live, path: str) -> dict[str, Any]:
+    """A simple page in its JSON form, validated against the schema."""
+    status, headers, body = live.request("GET", path, headers={"Accept": JSON_TYPE})
+    assert status == 200 and headers["content-type"] == JSON_TYPE, (status, headers, body)
+    return check_simple_json(body, "root" if path == "/simple/" else "project")
+
+
+def fetch_html(live: Live, path: str) -> list[Anchor]:
+    """A simple page in its HTML form (as curl gets it), checked against the spec's rules."""
+    status, headers, body = live.request("GET", path, headers={"Accept": "*/*"})
+    assert status == 200 and headers["content-type"].startswith("text/html"), (status, headers)
+    return check_simple_html(body, "root" if path == "/simple/" else "project")[1]

@@ -583,3 +583,15 @@ def create_ref(ctx: Ctx, params: Mapping[str, str]) -> Reply:
     refs[name] = sha
     url = f"{ctx.api}/repos/{repo.full_name}/git/{ref}"
     return Reply(201, render.git_ref(repo, ref, sha, ctx.api), {"Location": url})
+
+
+@route("api", "DELETE", "/repos/{owner}/{repo}/git/refs/{ref}", None)
+def delete_ref(ctx: Ctx, params: Mapping[str, str]) -> Reply:
+    """git/delete-ref (outside the subset): the GitHub backend drops a deleted release's tag."""
+    repo = ctx.repo(params, PUSH)
+    kind, _, name = params["ref"].partition("/")
+    refs = {"heads": repo.branches, "tags": repo.tags}.get(kind)
+    if refs is None or name not in refs:
+        raise Answer(422, render.error("Reference does not exist"))
+    del refs[name]
+    return Reply(204)

@@ -29,6 +29,7 @@ from pywharf.http import JSON
 from pywharf.http import FileBody
 from pywharf.http import Request
 from pywharf.http import Response
+from pywharf.http import accepts_gzip
 from pywharf.http import http_date
 from pywharf.http import negotiate
 from pywharf.http import parse_basic_auth
@@ -336,7 +337,7 @@ def _matches(header: str | None, etag: str) -> bool:
 
 
 def _page_response(request: Request, page: Page, media: str, user: str) -> Response:
-    packed = page.gzipped is not None and "gzip" in (request.header("accept-encoding") or "")
+    packed = page.gzipped is not None and accepts_gzip(request.header("accept-encoding"))
     etag = f'"{page.etag}-{"j" if media == JSON else "h"}{"z" if packed else ""}"'
     headers = [
         ("ETag", etag),

@@ -35,6 +35,7 @@ __all__ = [
     "http_date",
     "negotiate",
     "parse_basic_auth",
+    "accepts_gzip",
     "parse_range",
     "prefers_html",
     "read_form_fields",
@@ -215,6 +216,19 @@ def _quality(offer: str, ranges: list[tuple[str, float]]) -> tuple[float, int]:
         if specificity > best[1]:
             best = (q, specificity)
     return best
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """RFC 9110 12.5.3: gzip (or *) listed with a q above zero."""
+    for item in (accept_encoding or "").split(","):
+        coding, _, parameters = item.partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip", "*"):
+            match = _Q_PARAM.search(";" + parameters)
+            try:
+                return not match or float(match.group(1)) > 0
+            except ValueError:
+                return False
+    return False
 
 
 def prefers_html(accept: str | None) -> bool:

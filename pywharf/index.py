@@ -7,6 +7,7 @@ that value and dies with it.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -60,7 +61,12 @@ class FileRecord(NamedTuple):
         record = cls._make([data.get(name) for name in cls._fields])
         if not isinstance(record.filename, str) or not isinstance(record.sha256, str):
             raise StorageError(f"index record {data.get('filename')!r} is malformed")
-        return record
+        # Projects, versions and Requires-Python repeat across files: share one string each.
+        return record._replace(
+            project=NormalizedName(sys.intern(record.project)),
+            version=sys.intern(record.version),
+            requires_python=record.requires_python and sys.intern(record.requires_python),
+        )
 
 
 class Add(NamedTuple):
@@ -76,6 +82,7 @@ class Yank(NamedTuple):
 class Delete(NamedTuple):
     project: NormalizedName
     filename: str
+    sha256: str | None = None  # the deleted bytes: the name may hold only them again
 
 
 Event = Union[Add, Yank, Delete]
@@ -87,7 +94,8 @@ def event_to_json(event: Event) -> dict[str, Any]:
     if isinstance(event, Yank):
         return {"op": "yank", "project": event.project, "filename": event.filename,
                 "reason": event.reason}  # fmt: skip
-    return {"op": "delete", "project": event.project, "filename": event.filename}
+    return {"op": "delete", "project": event.project, "filename": event.filename,
+            "sha256": event.sha256}  # fmt: skip
 
 
 def event_from_json(data: dict[str, Any]) -> Event:
@@ -101,7 +109,7 @@ def event_from_json(data: dict[str, Any]) -> Event:
     if op == "yank":
         return Yank(NormalizedName(project), filename, data.get("reason"))
     if op == "delete":
-        return Delete(NormalizedName(project), filename)
+        return Delete(NormalizedName(project), filename, data.get("sha256"))
     raise StorageError(f"index event has an unknown op {op!r}")
 
 
@@ -191,13 +199,14 @@ class Index:
             return
         files = self._files_of(event.project, touched)
         existing = files.get(event.filename)
-        if existing is None:
-            return
-        if isinstance(event, Yank):
+        if isinstance(event, Delete):
+            # A tombstone stands even without the file (a rebuilt journal keeps only those).
+            sha256 = existing.sha256 if existing else event.sha256
+            if sha256:
+                self._deleted[event.filename] = sha256
+            files.pop(event.filename, None)
+        elif existing is not None:
             files[event.filename] = existing._replace(yanked=event.reason)
-        else:
-            del files[event.filename]
-            self._deleted[event.filename] = existing.sha256
 
     def _commit(self, touched: dict[NormalizedName, dict[str, FileRecord]]) -> bool:
         changed = False

@@ -96,7 +96,8 @@ class Repository:
 
     def delete(self, name: NormalizedName, filename: str, credential: str) -> list[str]:
         """Delete one file; its filename can never again hold other bytes."""
-        if self._project(name).file(filename) is None:
+        record = self._project(name).file(filename)
+        if record is None:
             raise NotFound(f"{filename!r} is not a file of {name!r}")
-        self.change(Delete(name, filename), credential)
+        self.change(Delete(name, filename, record.sha256), credential)
         return [filename]

@@ -21,6 +21,8 @@ from pywharf.dists import NormalizedName
 from pywharf.dists import canonicalize_name
 from pywharf.errors import ConfigError
 from pywharf.errors import PywharfError
+from pywharf.github_commands import run_gen_gh_pages
+from pywharf.github_commands import run_init_pkg_repo
 from pywharf.repository import Repository
 from pywharf.server import Server
 from pywharf.server import default_access_log
@@ -122,6 +124,8 @@ RUNNERS = {
     "yank": run_yank,
     "unyank": run_unyank,
     "delete": run_delete,
+    "github.init_pkg_repo": run_init_pkg_repo,
+    "github.gen_gh_pages": run_gen_gh_pages,
 }
 
 

@@ -93,7 +93,60 @@ DELETE = Command(
     (*_BACKEND_FLAGS, *_TARGET),
     open_flags=True,
 )
-COMMANDS = {c.name: c for c in (SERVER, UPDATE_INDEX, YANK, UNYANK, DELETE)}
+_API_URL = Setting(
+    "api_url",
+    str,
+    "https://api.github.com",
+    "GitHub's REST API (GitHub Enterprise Server: https://HOST/api/v3).",
+)
+_INDEX_FILENAME = Setting("index_filename", str, "index.toml", "Path of the index file.")
+GITHUB_INIT_PKG_REPO = Command(
+    "github.init_pkg_repo",
+    "Create a private GitHub package repository with an update-index workflow; print its config.",
+    ("name", "token", "repo"),
+    (
+        Setting("name", str, None, "Repository name in the server's configuration.", True),
+        Setting(
+            "token", str, None, "GitHub token that may create repositories and workflows.", True
+        ),
+        Setting("repo", str, None, "Name of the GitHub repository to create.", True),
+        Setting("owner", str, "", "Organization to create it in ('': the token's user)."),
+        Setting("branch", str, "", "Branch of the index file ('': the repository's default)."),
+        _INDEX_FILENAME,
+        Setting(
+            "sync_index_interval",
+            int,
+            60,
+            "Seconds between index syncs, for the config.",
+            bounds=(0, 10**9),
+        ),
+        Setting(
+            "enable_gh_pages", bool, False, "Also publish static PEP 503 pages (GitHub Pages)."
+        ),
+        Setting("dry_run", bool, False, "Only print the workflow and the config; create nothing."),
+        Setting("pyz", str, "", "The pywharf.pyz the workflow runs ('': the one running this)."),
+        _API_URL,
+    ),
+)
+GITHUB_GEN_GH_PAGES = Command(
+    "github.gen_gh_pages",
+    "Write static PEP 503 pages of a GitHub package repository into a folder.",
+    ("name", "token", "owner", "repo", "output_folder"),
+    (
+        Setting("name", str, None, "Repository name in the server's configuration.", True),
+        Setting("token", str, None, "GitHub token that can read the repository.", True),
+        Setting("owner", str, None, "Owner of the GitHub repository.", True),
+        Setting("repo", str, None, "The GitHub repository.", True),
+        Setting("output_folder", str, None, "Folder to write the pages into (created).", True),
+        Setting("branch", str, "", "Branch of the index file ('': the repository's default)."),
+        _INDEX_FILENAME,
+        _API_URL,
+    ),
+)
+COMMANDS = {
+    c.name: c
+    for c in (SERVER, UPDATE_INDEX, YANK, UNYANK, DELETE, GITHUB_INIT_PKG_REPO, GITHUB_GEN_GH_PAGES)
+}
 
 
 def _flag_name(text: str) -> str:

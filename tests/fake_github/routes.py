@@ -595,3 +595,18 @@ def delete_ref(ctx: Ctx, params: Mapping[str, str]) -> Reply:
         raise Answer(422, render.error("Reference does not exist"))
     del refs[name]
     return Reply(204)
+
+
+@route("api", "POST", "/repos/{owner}/{repo}/pages", None)
+def create_pages_site(ctx: Ctx, params: Mapping[str, str]) -> Reply:
+    """repos/create-pages-site (outside the subset): `github.init_pkg_repo --enable_gh_pages`."""
+    repo = ctx.repo(params)
+    if ctx.level(repo) < ADMIN:
+        raise Answer(403, render.error("Must have admin rights to Repository."))
+    if repo.pages is not None:
+        raise Answer(409, render.error("GitHub Pages is already enabled."))
+    build_type = ctx.json().get("build_type") or "legacy"
+    repo.pages = build_type
+    url = f"{ctx.api}/repos/{repo.full_name}/pages"
+    html = f"https://{repo.owner}.github.example/{repo.name}/"
+    return Reply(201, {"url": url, "status": None, "html_url": html, "build_type": build_type})

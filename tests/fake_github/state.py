@@ -91,6 +91,7 @@ class Repo:
     commits: dict[str, Commit] = field(default_factory=dict)
     releases: dict[int, Release] = field(default_factory=dict)
     collaborators: dict[str, str] = field(default_factory=dict)  # login -> level
+    pages: str | None = None  # GitHub Pages build type once enabled ("workflow" or "legacy")
 
     @property
     def full_name(self) -> str:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
@@ -443,3 +445,21 @@ def test_the_metadata_of_a_wheel_is_served_with_its_hash(filled: Filled) -> None
     assert status == 200
     assert hashlib.sha256(metadata).hexdigest() == declared
     assert b"Name: demo-pkg" in metadata
+
+
+def test_downloads_go_out_by_sendfile(filled: Filled, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zero-copy: the file is handed to the kernel, not read into Python."""
+    calls: list[int] = []
+    original = socket.socket.sendfile
+
+    def counting(self: socket.socket, file: Any, offset: int = 0, count: int | None = None) -> int:
+        calls.append(count or 0)
+        return original(self, file, offset, count)
+
+    monkeypatch.setattr(socket.socket, "sendfile", counting)
+    data = filled.files[WHEEL]
+    status, _, body = filled.live.request("GET", WHEEL_PATH)
+    assert (status, body) == (200, data)
+    status, _, body = filled.live.request("GET", WHEEL_PATH, headers={"Range": "bytes=5-"})
+    assert (status, body) == (206, data[5:])
+    assert calls == [len(data), len(data) - 5]

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -313,6 +314,12 @@ def test_unknown_methods_are_405_or_501_not_500(live_server: Live) -> None:
         status, _, body = live_server.request(method, "/simple/")
         assert 400 <= status < 500 or status == 501, (method, status)
         assert b"Traceback" not in body
+
+
+def test_the_server_is_a_threading_http_server() -> None:
+    """One thread per connection, from the stdlib: no framework, no event loop to block."""
+    assert issubclass(Server, ThreadingHTTPServer)
+    assert Server.daemon_threads
 
 
 # --- the access log -----------------------------------------------------------------------------

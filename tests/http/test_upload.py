@@ -8,26 +8,33 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import socket
 import threading
 import time
+import tracemalloc
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from factory import make_sdist
 from factory import make_wheel
+from support import CONFIG
 from support import READ
 from support import WRITE
 from support import Live
 from support import build_app
+from support_upload import basic
 from support_upload import multipart_body
 from support_upload import raw_connect
 from support_upload import read_response
 from support_upload import upload
 from support_upload import upload_form
 from support_upload import upload_head
+
+from pywharf.http import Request
 
 MAX_FILE_BYTES = 2_000_000  # tests/support.py CONFIG
 
@@ -505,3 +512,62 @@ def test_concurrent_uploads_of_one_filename_have_one_winner(
     _, _, data = live_server.request("GET", f"/simple/demo-pkg/{winner.name}")
     assert data == winner.read_bytes()
     assert [e["filename"] for e in journal(live_server) if e["op"] == "add"] == [winner.name]
+
+
+# --- memory -------------------------------------------------------------------------------------
+
+
+BLOCK = hashlib.sha256(b"block").digest() * 8192  # 256 KiB of file bytes, repeated
+
+
+def file_chunks(size: int) -> Iterator[bytes]:
+    for start in range(0, size, len(BLOCK)):
+        yield BLOCK[: min(len(BLOCK), size - start)]
+
+
+class StreamedBody:
+    """A request body made on the fly, never whole in memory: head, `size` file bytes, tail."""
+
+    def __init__(self, head: bytes, size: int, tail: bytes) -> None:
+        self._chunks = itertools.chain([head], file_chunks(size), [tail])
+        self._pending = b""
+
+    def read(self, size: int) -> bytes:
+        if not self._pending:
+            self._pending = next(self._chunks, b"")
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data
+
+
+def test_memory_stays_flat_whatever_the_file_size(tmp_path: Path) -> None:
+    """A 96 MiB upload through `App.handle` allocates a few MiB at most, never the file."""
+    size = 96 * 1024 * 1024
+    app = build_app(tmp_path / "root", CONFIG.replace("2000000", str(200 * 1024 * 1024)))
+    filename = "big_pkg-1.0.tar.gz"
+    digest = hashlib.sha256()
+    for chunk in file_chunks(size):
+        digest.update(chunk)
+    fields = upload_form(filename, b"", digests=())
+    fields.append(("sha256_digest", digest.hexdigest()))
+    boundary = "memoryboundary"
+    head, content_type = multipart_body(fields, (filename, b""), boundary, terminate=False)
+    head = head.removesuffix(b"\r\n")  # up to the file part's blank line: its bytes come next
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    request = Request(
+        method="POST",
+        path="/simple/",
+        query={},
+        headers={"content-type": content_type, "authorization": basic("local", WRITE)},
+        body=StreamedBody(head, size, tail),
+        content_length=len(head) + size + len(tail),
+    )
+    tracemalloc.start()
+    try:
+        response = app.handle(request)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status == 200, response.body
+    assert peak < 8 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for a 96 MiB upload"
+    stored = tmp_path / "root" / "cache" / "local" / "storage" / "big-pkg" / filename
+    assert stored.stat().st_size == size

@@ -61,17 +61,20 @@ class Connection:
         self.sock = sock
         self.buffer = bytearray()
 
-    def _fill(self, timeout: float) -> None:
+    def _receive(self, size: int, timeout: float) -> bytes:
         if timeout <= 0:
             raise _Closed
         self.sock.settimeout(timeout)
         try:
-            data = self.sock.recv(RECV_BYTES)
+            data = self.sock.recv(size)
         except OSError:  # including socket.timeout
             raise _Closed from None
         if not data:
             raise _Closed
-        self.buffer += data
+        return data
+
+    def _fill(self, timeout: float) -> None:
+        self.buffer += self._receive(RECV_BYTES, timeout)
 
     def read_head(self) -> bytes:
         """The request line and headers; the clock starts at the first byte."""
@@ -90,7 +93,7 @@ class Connection:
 
     def read(self, size: int) -> bytes:
         if not self.buffer:
-            self._fill(BODY_TIMEOUT_SECONDS)
+            return self._receive(min(size, RECV_BYTES), BODY_TIMEOUT_SECONDS)  # no extra copy
         data = bytes(self.buffer[:size])
         del self.buffer[:size]
         return data

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import threading
 import time
 import uuid
@@ -39,6 +40,9 @@ from pywharf.metadata import read_wheel_metadata
 __all__ = ["Spools", "receive_upload"]
 
 READ_CHUNK_BYTES = 256 * 1024
+# Above this, digests are updated on their own thread; below, a thread costs more than it saves.
+THREADED_HASHING_BYTES = 8 * 1024 * 1024
+_HASH_QUEUE_CHUNKS = 4  # chunks of READ_CHUNK_BYTES waiting to be hashed: bounds the memory
 # Room for the form fields around the file (a README description can be a few MiB).
 FORM_ALLOWANCE_BYTES = 32 * 1024 * 1024
 # Warehouse's digest fields; blake2_256 is blake2b with a 32-byte digest.
@@ -77,12 +81,49 @@ class Spools:
                 path.unlink(missing_ok=True)
 
 
+class _Digests:
+    """The digests of the file, updated as its bytes arrive.
+
+    For a large file they are updated on a second thread: hashlib releases the GIL on large
+    buffers, so hashing overlaps receiving and writing (inline, a 1 GiB upload is hash-bound).
+    """
+
+    def __init__(self, names: set[str], threaded: bool) -> None:
+        self.by_name = {name: _DIGESTS[name]() for name in names}
+        self._queue: queue.Queue[bytes | None] | None = None
+        if threaded:
+            self._queue = queue.Queue(maxsize=_HASH_QUEUE_CHUNKS)
+            self._thread = threading.Thread(target=self._run, name="upload-hash", daemon=True)
+            self._thread.start()
+
+    def update(self, data: bytes) -> None:
+        if self._queue is not None:
+            self._queue.put(data)
+            return
+        for digest in self.by_name.values():
+            digest.update(data)
+
+    def finish(self) -> None:
+        """Wait for the hashing thread (also on failure: it must not outlive the upload)."""
+        if self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = None
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while (data := self._queue.get()) is not None:
+            for digest in self.by_name.values():
+                digest.update(data)
+
+
 @dataclass
 class _Form:
     fields: dict[str, list[str]] = field(default_factory=dict)
     filename: str | None = None
     size: int = 0
-    hashes: dict[str, Any] = field(default_factory=dict)
+    hashes: _Digests = field(default_factory=lambda: _Digests(set(), threaded=False))
+    threaded_hashing: bool = False
 
     def first(self, name: str) -> str:
         values = self.fields.get(name)
@@ -113,9 +154,8 @@ def _start_file(form: _Form, event: multipart.File) -> None:
     form.filename = event.filename
     # Hash in the same pass as the write; digests whose fields come after the file are
     # computed afterwards from the spool file (twine and uv send the fields first).
-    form.hashes = {"sha256_digest": hashlib.sha256()}
-    for name in form.fields.keys() & _DIGESTS.keys():
-        form.hashes[name] = _DIGESTS[name]()
+    names = {"sha256_digest"} | (form.fields.keys() & _DIGESTS.keys())
+    form.hashes = _Digests(names, form.threaded_hashing)
 
 
 def _receive(request: Request, spool: Path, max_file_bytes: int) -> _Form:
@@ -123,15 +163,18 @@ def _receive(request: Request, spool: Path, max_file_bytes: int) -> _Form:
     boundary = multipart.parse_boundary(request.header("content-type"))
     limits = replace(multipart.UPLOAD_LIMITS, max_file_bytes=max_file_bytes)
     decoder = multipart.MultipartDecoder(boundary, limits)
-    form = _Form()
+    form = _Form(threaded_hashing=length >= THREADED_HASHING_BYTES)
     in_content = False
-    with spool.open("xb", buffering=0) as sink:
-        for chunk in _body_chunks(request, length):
-            decoder.feed(chunk)
-            in_content = _drain(decoder, form, sink, in_content)
-        decoder.end()
-        _drain(decoder, form, sink, in_content)
-        os.fsync(sink.fileno())  # the file is durable before anything points at it
+    try:
+        with spool.open("xb", buffering=0) as sink:
+            for chunk in _body_chunks(request, length):
+                decoder.feed(chunk)
+                in_content = _drain(decoder, form, sink, in_content)
+            decoder.end()
+            _drain(decoder, form, sink, in_content)
+            os.fsync(sink.fileno())  # the file is durable before anything points at it
+    finally:
+        form.hashes.finish()
     return form
 
 
@@ -149,8 +192,7 @@ def _drain(decoder: multipart.MultipartDecoder, form: _Form, sink: Any, in_conte
         elif in_content and isinstance(event, multipart.Data):
             sink.write(event.data)
             form.size += len(event.data)
-            for digest in form.hashes.values():
-                digest.update(event.data)
+            form.hashes.update(event.data)
 
 
 def _check_action(form: _Form) -> None:
@@ -183,19 +225,23 @@ def _check_distribution(form: _Form) -> Distribution:
 
 def _check_digests(form: _Form, spool: Path) -> str:
     """Verify every digest the client sent; returns our own sha256."""
-    late = {n: _DIGESTS[n]() for n in form.fields.keys() & _DIGESTS.keys() if n not in form.hashes}
+    late = {
+        n: _DIGESTS[n]()
+        for n in form.fields.keys() & _DIGESTS.keys()
+        if n not in form.hashes.by_name
+    }
     if late:
         with spool.open("rb") as file:
             while chunk := file.read(READ_CHUNK_BYTES):
                 for digest in late.values():
                     digest.update(chunk)
-    computed = {**form.hashes, **late}
+    computed = {**form.hashes.by_name, **late}
     for name in form.fields.keys() & _DIGESTS.keys():
-        sent = form.first(name).lower()
-        if sent and sent != computed[name].hexdigest():
-            raise BadRequest(
-                f"The {name} supplied does not match the one calculated from the uploaded file."
-            )
+        for sent in form.fields[name]:  # a field sent twice: every value must match
+            if sent.strip() and sent.strip().lower() != computed[name].hexdigest():
+                raise BadRequest(
+                    f"The {name} supplied does not match the one calculated from the uploaded file."
+                )
     sha256: str = computed["sha256_digest"].hexdigest()
     return sha256
 

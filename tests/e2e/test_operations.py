@@ -24,6 +24,7 @@ from support import Live
 from support import ServerProcess
 from support import client_env
 from support import free_port
+from support import run_pyz
 from support import start_pyz
 from support import stop
 from support import wait_until_serving
@@ -47,16 +48,6 @@ def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
 def listed(live: Live, project: str = "demo-pkg") -> str:
     status, _, body = live.request("GET", f"/simple/{project}/")
     return body.decode() if status == 200 else ""
-
-
-def run_pyz(
-    pyz: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    merged = {**os.environ, **(env or {})}
-    merged.setdefault("SHIV_ROOT", str(pyz.parent.parent / "build" / "shiv-test"))
-    return subprocess.run(
-        [sys.executable, str(pyz), *args], capture_output=True, text=True, timeout=60, env=merged
-    )
 
 
 @pytest.fixture
@@ -320,3 +311,27 @@ def test_update_index_on_an_empty_root_reports_nothing(pyz: Path, tmp_path: Path
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0 files indexed, 0 changes"
     assert (tmp_path / STORAGE / "index.toml").exists()
+
+
+def _listening_ports(pid: int) -> set[int]:
+    """TCP ports in LISTEN state whose socket the process holds (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_the_server_is_one_process_with_one_listener(pyz_server: ServerProcess) -> None:
+    """No redis, no worker processes, no exporter: the original opened three more ports."""
+    pid = pyz_server.process.pid
+    assert _listening_ports(pid) == {pyz_server.live.port}
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert children == []

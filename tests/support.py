@@ -183,6 +183,17 @@ def stop(server: ServerProcess) -> int:
         raise AssertionError("the server ignored SIGTERM") from None
 
 
+def run_pyz(
+    pyz: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A one-shot pyz command (update_index, yank, github.*): `env` adds to os.environ."""
+    merged = {**os.environ, **(env or {})}
+    merged.setdefault("SHIV_ROOT", str(pyz.parent.parent / "build" / "shiv-test"))
+    return subprocess.run(
+        [sys.executable, str(pyz), *args], capture_output=True, text=True, timeout=60, env=merged
+    )
+
+
 # --- real clients: twine, uv and pip as subprocesses, isolated by `client_env` ---------------
 
 

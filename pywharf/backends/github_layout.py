@@ -377,7 +377,7 @@ def diff_events(old: Mapping[str, FileRecord], new: Mapping[str, FileRecord]) ->
     for name in sorted(old.keys() | new.keys()):
         before, after = old.get(name), new.get(name)
         if after is None and before is not None:
-            events.append(Delete(before.project, name))
+            events.append(Delete(before.project, name, before.sha256))
         elif after is not None and before != after:
             if before is not None and _unyanked(before) == _unyanked(after):
                 events.append(Yank(after.project, name, after.yanked))
@@ -387,16 +387,16 @@ def diff_events(old: Mapping[str, FileRecord], new: Mapping[str, FileRecord]) ->
 
 
 def tombstone_events(tombstones: Mapping[str, Mapping[str, Any]]) -> list[Event]:
-    """A tombstone as the index takes it: the file added, then deleted (keeps its sha256)."""
+    """The index's form of a tombstone: a Delete that carries the deleted bytes' sha256."""
     events: list[Event] = []
     for name, stone in sorted(tombstones.items()):
+        sha256 = _text(stone, "sha256")
         try:
-            distribution = parse_filename(name, project=_text(stone, "project"))
+            project = parse_filename(name, project=_text(stone, "project")).project
         except PywharfError:
             continue
-        record = FileRecord(name, distribution.project, distribution.version,
-                            str(stone.get("sha256")), 0, 0.0)  # fmt: skip
-        events += [Add(record), Delete(record.project, name)]
+        if sha256:
+            events.append(Delete(project, name, sha256))
     return events
 
 

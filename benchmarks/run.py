@@ -9,6 +9,7 @@ Prints one table and writes it as JSON and Markdown to benchmarks/results/. See 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import os
 import platform
@@ -27,6 +28,7 @@ from benchmarks.corpus import CorpusSpec
 from benchmarks.corpus import ensure_corpus
 from benchmarks.corpus import ensure_large_file
 from benchmarks.peers import ALL_SERVERS
+from benchmarks.peers import PYPISERVER_REQUIREMENTS
 from benchmarks.peers import PypiServer
 from benchmarks.peers import Pywharf
 from benchmarks.peers import Server
@@ -95,12 +97,29 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _tool_version(argv: list[str]) -> str:
+    """The first line a command prints (`wrk --version` exits 1), or "unknown"."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except OSError:
-        return "missing"
-    return (done.stdout + done.stderr).strip().splitlines()[0] if done.stdout + done.stderr \
-        else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return ((done.stdout + done.stderr).strip().splitlines() or [""])[0]
+
+
+def _build(args: argparse.Namespace) -> dict[str, str]:
+    """Which pywharf was measured: the commit, whether the tree was dirty, the pyz's hash."""
+    def git(*argv: str) -> str:
+        return _tool_version(["git", "-C", str(HERE.parent), *argv])
+
+    build = {"commit": git("rev-parse", "--short", "HEAD"),
+             "tree": "dirty" if git("status", "--porcelain", "--untracked-files=no") not in
+             ("", "unknown") else "clean"}
+    if args.from_source:
+        build["pywharf"] = "working tree"
+    elif args.pyz.is_file():
+        digest = hashlib.sha256(args.pyz.read_bytes()).hexdigest()[:12]
+        stamp = time.strftime("%Y-%m-%dT%H:%M", time.localtime(args.pyz.stat().st_mtime))
+        build["pywharf"] = f"{args.pyz.name} sha256 {digest}, built {stamp}"
+    return build
 
 
 def context(args: argparse.Namespace, settings: Settings,
@@ -111,8 +130,11 @@ def context(args: argparse.Namespace, settings: Settings,
         "command": " ".join(["python3", "benchmarks/run.py", *sys.argv[1:]]),
         "machine": {"cores": len(os.sched_getaffinity(0)),
                     "kernel": platform.release(), "python": platform.python_version(),
-                    "nginx": _tool_version(["nginx", "-v"]),
-                    "wrk": _tool_version(["wrk", "--version"])},
+                    "nginx": _tool_version(["nginx", "-v"]).removeprefix("nginx version: "),
+                    "wrk": _tool_version(["wrk", "--version"]).split(" Copyright")[0]},
+        "build": _build(args),
+        "pypiserver": {"requirements": PYPISERVER_REQUIREMENTS,
+                       "hash_algo": args.pypiserver_hash},
         "corpus": {"projects": args.projects, "versions": args.versions,
                    "files": args.projects * args.versions * 2, "large_mib": args.large_mib,
                    "growth": args.growth, "growth_versions": args.growth_versions},
@@ -172,12 +194,15 @@ def write_results(args: argparse.Namespace, measurements: dict[str, Measurement]
 
 def markdown_report(ctx: dict[str, Any], rows: list[Any], servers: list[str],
                     measurements: dict[str, Measurement]) -> str:
-    corpus, machine = ctx["corpus"], ctx["machine"]
+    corpus, machine, build = ctx["corpus"], ctx["machine"], ctx["build"]
     lines = [f"# Benchmark, {ctx['date']}", "",
              f"`{ctx['command']}`: {corpus['files']:,} files ({corpus['projects']:,} projects "
              f"x {corpus['versions']} versions x wheel + sdist), a {corpus['large_mib']} MiB "
              f"file; {machine['cores']} cores, Linux {machine['kernel']}, Python "
              f"{machine['python']}, {machine['nginx']}, {machine['wrk']}.", "",
+             f"pywharf: {build.get('pywharf', '-')}, commit {build['commit']} "
+             f"({build['tree']} tree); pypiserver --hash-algo "
+             f"{ctx['pypiserver']['hash_algo']}.", "",
              "Ratios are pywharf's figure over the peer's. Server CPU per request is the "
              "figure to compare on a noisy machine.", "", render_markdown(rows, servers)]
     notes = [f"- {name}: {n}" for name, m in measurements.items() for n in m.notes]

@@ -435,7 +435,10 @@ class GitHubBackend:
         remove = functools.partial(remove_entry, project=event.project, filename=filename)
         self._write_index(client, remove, f"Delete {filename}")
         with self._lock:
-            self._locations.pop(filename, None)
+            gone = self._locations.pop(filename, None)
+            if gone is not None:  # no more redirects to it from this server
+                self._signed.pop(gone.asset_id, None)
+                self._signed.pop(gone.metadata_asset_id or 0, None)
         for name in (filename, filename + ".metadata"):
             (self._files / name).unlink(missing_ok=True)
 

@@ -550,6 +550,16 @@ def test_delete_removes_the_release_and_its_tag_and_leaves_a_tombstone(
     assert backend.rebuild_index().lines()[-1] == "0 files indexed, 0 changes"
 
 
+def test_a_deleted_file_is_no_longer_redirected_to(
+    github: FakeGitHub, backend: GitHubBackend, sdist: Path
+) -> None:
+    record = put(backend, sdist)
+    assert isinstance(backend.open(record), Redirect)  # its signed URL is now reused
+    backend.record(Delete(record.project, record.filename), WRITE_TOKEN)
+    with pytest.raises(StorageNotFound):
+        backend.open(record)
+
+
 def test_a_read_token_cannot_change_anything(
     github: FakeGitHub, backend: GitHubBackend, sdist: Path
 ) -> None:

@@ -46,7 +46,8 @@ EMBEDDED_SECRETS = "embedded-secrets.toml"
 
 def _synopsis() -> str:
     lines = [f"pywharf {__version__}: a private Python package index", "", "commands:"]
-    lines += [f"  {c.name:<14} {c.summary}" for c in COMMANDS.values()]
+    width = max(len(name) for name in COMMANDS) + 2
+    lines += [f"  {c.name:<{width}} {c.summary}" for c in COMMANDS.values()]
     lines += [
         "",
         "pywharf COMMAND --help documents each flag.",

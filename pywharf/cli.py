@@ -160,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except PywharfError as error:
         print(f"pywharf: {error}", file=sys.stderr)
         code = 1
+    except BrokenPipeError:  # `pywharf --help | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     except OSError as error:  # e.g. the port is taken
         print(f"pywharf: {error}", file=sys.stderr)
         code = 1

@@ -11,6 +11,7 @@ __all__ = [
     "BadRequest",
     "ConfigError",
     "ContentConflict",
+    "CredentialRefused",
     "DistributionExists",
     "Forbidden",
     "Gone",
@@ -56,6 +57,10 @@ class StorageUnavailable(StorageError):
     """The backend could not be reached or refused us (rate limit, outage, bad credentials)."""
 
     status = 503
+
+
+class CredentialRefused(StorageUnavailable):
+    """The storage refused the credential itself (GitHub: 401, or a 403 not a rate limit)."""
 
 
 class ContentConflict(StorageUnavailable):

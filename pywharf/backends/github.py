@@ -65,6 +65,7 @@ from pywharf.config import RepositoryConfig
 from pywharf.config import Setting
 from pywharf.errors import ConfigError
 from pywharf.errors import ContentConflict
+from pywharf.errors import CredentialRefused
 from pywharf.errors import DistributionExists
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
@@ -107,14 +108,6 @@ SIGNED_URL_REUSE_SECONDS = 60.0  # GitHub's signed URLs live about 5 minutes
 MAX_SIGNED_URLS = 4096
 KEPT_SNAPSHOTS = 4  # index versions remembered to answer a cursor with only what changed
 _MISSING = "missing"  # the cursor of an index file that does not exist yet
-
-
-def token_refused(error: StorageError) -> bool:
-    """Whether GitHub refused the token itself (401, or a 403 that is not a rate limit).
-
-    The client says so in its messages; a rate limit or an outage must stay a 503.
-    """
-    return str(error).startswith(("GitHub rejected the token", "GitHub refused to"))
 
 
 def _usable_token(secret: str) -> bool:
@@ -196,12 +189,10 @@ class GitHubBackend:
             return Permission.NONE
         try:
             repository = self._as(secret).get_repo(self.owner, self.repo)
-        except StorageNotFound:  # GitHub hides a private repository from tokens without access
+        except (StorageNotFound, CredentialRefused):
+            # GitHub hides a private repository from tokens without access (404); a rate limit
+            # or an outage stays a StorageUnavailable (503), never a wrong-secret 401.
             return Permission.NONE
-        except StorageUnavailable as error:
-            if token_refused(error):
-                return Permission.NONE
-            raise
         if repository.permissions.push and not repository.archived:
             return Permission.WRITE
         return Permission.READ if repository.permissions.pull else Permission.NONE

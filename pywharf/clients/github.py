@@ -45,6 +45,7 @@ from pywharf.clients.http import Wait
 from pywharf.clients.http import origin
 from pywharf.clients.http import redact_url
 from pywharf.errors import ContentConflict
+from pywharf.errors import CredentialRefused
 from pywharf.errors import DistributionExists
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
@@ -237,9 +238,9 @@ class GitHubClient:
         status = response.status
         detail = self._scrub(f"{status} {_message(response.data)}")
         if status == 401:
-            return StorageUnavailable(f"GitHub rejected the token ({detail}) to {what}")
+            return CredentialRefused(f"GitHub rejected the token ({detail}) to {what}")
         if status == 403:
-            return StorageUnavailable(
+            return CredentialRefused(
                 f"GitHub refused to {what} ({detail}): the token lacks a permission or scope"
             )
         if status == 404:

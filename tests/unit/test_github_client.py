@@ -18,6 +18,7 @@ from fake_github import blob_sha
 from pywharf.clients.github import GitHubClient
 from pywharf.clients.github_models import git_blob_sha
 from pywharf.errors import ContentConflict
+from pywharf.errors import CredentialRefused
 from pywharf.errors import DistributionExists
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
@@ -644,8 +645,8 @@ def test_plain_403_is_not_a_rate_limit(
 @pytest.mark.parametrize(
     ("status", "error", "text"),
     [
-        (401, StorageUnavailable, "401 Bad credentials"),
-        (403, StorageUnavailable, "403 Forbidden"),
+        (401, CredentialRefused, "401 Bad credentials"),
+        (403, CredentialRefused, "403 Forbidden"),
         (404, StorageNotFound, "404 Not Found"),
         (409, StorageError, "409"),
         (410, StorageError, "410 Gone"),

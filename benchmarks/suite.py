@@ -94,7 +94,6 @@ class _Run:
     def root(self, label: str) -> Path:
         root = self.work / "roots" / f"{self.server.name}-{label}"
         shutil.rmtree(root, ignore_errors=True)
-        root.with_name(root.name + ".toml").unlink(missing_ok=True)
         self.server.prepare(root)
         return root
 
@@ -188,6 +187,8 @@ class _Run:
     def main(self, corpus: Corpus, large: CorpusFile) -> None:
         root = self.root(f"main-{corpus.spec.key}")
         present = self.populate(corpus, root)
+        if not present:
+            raise BenchmarkError("no file got into the repository (see the upload notes)")
         with running(self.server, root, self.work) as live:
             self.result.figures["cold_start_s"] = live.ready_seconds
             time.sleep(IDLE_SETTLE_SECONDS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -21,8 +22,6 @@ from pywharf.dists import NormalizedName
 from pywharf.dists import canonicalize_name
 from pywharf.errors import ConfigError
 from pywharf.errors import PywharfError
-from pywharf.github_commands import run_gen_gh_pages
-from pywharf.github_commands import run_init_pkg_repo
 from pywharf.repository import Repository
 from pywharf.server import Server
 from pywharf.server import default_access_log
@@ -119,15 +118,25 @@ def run_delete(options: dict[str, Any]) -> int:
     return _change(options, lambda r, p, s: r.delete(p, options["target"], s))
 
 
+# command -> "module:function", imported when run: the GitHub commands bring urllib3 and ssl,
+# which would cost every server several MiB of memory it never uses.
 RUNNERS = {
-    "server": run_server,
-    "update_index": run_update_index,
-    "yank": run_yank,
-    "unyank": run_unyank,
-    "delete": run_delete,
-    "github.init_pkg_repo": run_init_pkg_repo,
-    "github.gen_gh_pages": run_gen_gh_pages,
+    "server": "pywharf.cli:run_server",
+    "update_index": "pywharf.cli:run_update_index",
+    "yank": "pywharf.cli:run_yank",
+    "unyank": "pywharf.cli:run_unyank",
+    "delete": "pywharf.cli:run_delete",
+    "github.init_pkg_repo": "pywharf.github_commands:run_init_pkg_repo",
+    "github.gen_gh_pages": "pywharf.github_commands:run_gen_gh_pages",
 }
+
+
+def _runner(name: str) -> Callable[[dict[str, Any]], int]:
+    module_name, _, function = RUNNERS[name].partition(":")
+    runner: Callable[[dict[str, Any]], int] = getattr(
+        importlib.import_module(module_name), function
+    )
+    return runner
 
 
 def run(argv: Sequence[str]) -> int:
@@ -148,7 +157,7 @@ def run(argv: Sequence[str]) -> int:
         return 0
     options = parse_flags(command, argv[1:], spelled)
     options["command"] = command.name
-    return RUNNERS[command.name](options)
+    return _runner(command.name)(options)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -42,7 +42,7 @@ __all__ = ["Spools", "receive_upload"]
 READ_CHUNK_BYTES = 256 * 1024
 # Above this, digests are updated on their own thread; below, a thread costs more than it saves.
 THREADED_HASHING_BYTES = 8 * 1024 * 1024
-_HASH_QUEUE_CHUNKS = 4  # chunks of READ_CHUNK_BYTES waiting to be hashed: bounds the memory
+_HASH_QUEUE_CHUNKS = 2  # chunks of READ_CHUNK_BYTES waiting to be hashed: bounds the memory
 # Room for the form fields around the file (a README description can be a few MiB).
 FORM_ALLOWANCE_BYTES = 32 * 1024 * 1024
 # Warehouse's digest fields; blake2_256 is blake2b with a 32-byte digest.

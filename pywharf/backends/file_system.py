@@ -76,7 +76,7 @@ SETTINGS = (
 )
 _PRIVATE = ".pywharf"
 _HASH_CHUNK = 1 << 20
-_PARSE_BATCH_LINES = 2048
+_PARSE_BATCH_LINES = 64  # measured: fastest, and the least memory left fragmented
 _SUFFIXES = (".whl", *SDIST_SUFFIXES)
 
 

@@ -337,7 +337,7 @@ def _matches(header: str | None, etag: str) -> bool:
 
 
 def _page_response(request: Request, page: Page, media: str, user: str) -> Response:
-    packed = page.gzipped is not None and accepts_gzip(request.header("accept-encoding"))
+    packed = page.compressible and accepts_gzip(request.header("accept-encoding"))
     etag = f'"{page.etag}-{"j" if media == JSON else "h"}{"z" if packed else ""}"'
     headers = [
         ("ETag", etag),
@@ -350,7 +350,7 @@ def _page_response(request: Request, page: Page, media: str, user: str) -> Respo
     headers.append(("Content-Type", content_type))
     if packed:
         headers.append(("Content-Encoding", "gzip"))
-    body = page.gzipped if packed and page.gzipped is not None else page.body
+    body = page.gzipped() if packed else page.body
     return Response(200, headers, body, user=user)
 
 

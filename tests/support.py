@@ -372,3 +372,14 @@ def fetch_html(live: Live, path: str) -> list[Anchor]:
     status, headers, body = live.request("GET", path, headers={"Accept": "*/*"})
     assert status == 200 and headers["content-type"].startswith("text/html"), (status, headers)
     return check_simple_html(body, "root" if path == "/simple/" else "project")[1]
+
+
+# Accept headers of real clients (standards digest, section 2.2).
+PIP = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
+    "text/html; q=0.01"
+)
+UV = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+    "text/html;q=0.01"
+)

@@ -21,7 +21,9 @@ from urllib.parse import urlencode
 
 import pytest
 from factory import make_wheel
+from support import PIP
 from support import READ
+from support import UV
 from support import WRITE
 from support import Live
 from support import build_app
@@ -44,14 +46,6 @@ CHROME = (
 FIREFOX = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 FIREFOX_OLDER = (
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
-)
-PIP = (
-    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
-    "text/html; q=0.01"
-)
-UV = (
-    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
-    "text/html;q=0.01"
 )
 BROWSERS = {"chrome": CHROME, "firefox": FIREFOX, "firefox older": FIREFOX_OLDER}
 CLIENTS = {

@@ -25,7 +25,9 @@ import pytest
 from factory import make_sdist
 from factory import make_wheel
 from support import JSON_TYPE
+from support import PIP
 from support import READ
+from support import UV
 from support import WRITE
 from support import Live
 from support import check_simple_html
@@ -117,14 +119,6 @@ def vary(headers: dict[str, str]) -> set[str]:
 
 # --- 1. PEP 691 content negotiation --------------------------------------------------------------
 
-PIP = (
-    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
-    "text/html; q=0.01"
-)
-UV = (
-    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
-    "text/html;q=0.01"
-)
 FIREFOX = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 CHROME = (
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from support import PIP
+from support import UV
 
 from pywharf.errors import RangeNotSatisfiable
 from pywharf.http import HTML
@@ -50,14 +52,6 @@ def test_parse_basic_auth(header: str | None, expected: tuple[str, str] | None) 
 
 
 # Accept headers from the standards digest (section 2.2) and what each client must get.
-PIP = (
-    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
-    "text/html; q=0.01"
-)
-UV = (
-    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
-    "text/html;q=0.01"
-)
 ACCEPT = {
     "pip": (PIP, JSON),
     "uv": (UV, JSON),

@@ -5,7 +5,6 @@ Every error names the file and the dotted key. Secrets come only from a file or 
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -182,7 +181,3 @@ def parse_admin_secrets(text: str, source: str, environ: Mapping[str, str]) -> A
             raise ConfigError(f"{source}: {name}.env: environment variable {variable} is not set")
         secrets[name] = environ[variable]
     return AdminSecrets(MappingProxyType(secrets))
-
-
-def environment() -> Mapping[str, str]:
-    return os.environ

@@ -25,7 +25,7 @@ from typing import Any
 from pywharf import multipart
 from pywharf.backends import StagedUpload
 from pywharf.dists import Distribution
-from pywharf.dists import canonicalize_name
+from pywharf.dists import normalize_project_name
 from pywharf.dists import parse_filename
 from pywharf.dists import same_version
 from pywharf.errors import BadRequest
@@ -212,7 +212,7 @@ def _check_distribution(form: _Form) -> Distribution:
     if not name or not version:
         raise BadRequest("the upload needs the 'name' and 'version' fields")
     distribution = parse_filename(form.filename, project=name)
-    if distribution.project != canonicalize_name(name):
+    if distribution.project != normalize_project_name(name):
         raise BadRequest(f"{form.filename!r} is not a file of project {name!r}")
     if not same_version(distribution.version, version):
         raise BadRequest(f"{form.filename!r} is not version {version!r}")

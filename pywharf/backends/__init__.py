@@ -9,7 +9,6 @@ failures (an `OSError`, a GitHub 404) to `StorageError` subclasses at its edge.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -150,7 +149,3 @@ def create_backend(config: RepositoryConfig, root: Path, admin_secret: str | Non
     cls = backend_class(config.type, config.source)
     backend: Backend = cls(config, root, admin_secret)
     return backend
-
-
-def iter_types() -> Iterator[str]:
-    return iter(sorted(BACKEND_TYPES))

@@ -196,6 +196,8 @@ class App:
         cookie = parse_cookies(request.header("cookie")).get(SESSION_COOKIE)
         session = self.sessions.check(cookie) if self.sessions and cookie else None
         repository = self.repositories.get(session.repository) if session else None
+        if repository is not None and session and session.epoch != repository.epoch:
+            repository = None  # reconfigured since the login: its secrets may have changed
         if repository is not None and needed is Permission.READ and request.method in methods:
             return repository
         if self.sessions and request.method == "GET" and prefers_html(request.header("accept")):
@@ -207,9 +209,12 @@ class App:
 
     # --- login and /initialize/ --------------------------------------------------------------
 
-    def _check_secret(self, name: str, secret: str) -> Permission:
+    def _check_secret(self, name: str, secret: str) -> tuple[Permission, str]:
+        """The permission of a login, and the configuration it was granted under."""
         repository = self.repositories.get(name)
-        return repository.permission(secret, Permission.READ) if repository else Permission.NONE
+        if repository is None:
+            return Permission.NONE, ""
+        return repository.permission(secret, Permission.READ), repository.epoch
 
     def _session_route(self, request: Request, path: str) -> Response:
         if path == "/initialize/":

@@ -97,7 +97,7 @@ def _same_origin(request: Request) -> bool:
 
 
 def submit_login(
-    request: Request, keys: SessionKeys, check: Callable[[str, str], Permission]
+    request: Request, keys: SessionKeys, check: Callable[[str, str], tuple[Permission, str]]
 ) -> Response:
     """Check the posted secret; on success set the session cookie and go to `next`."""
     form = read_form(request)
@@ -109,10 +109,10 @@ def submit_login(
         raise Forbidden("the login form expired or came from another site; reload it")
     name = form.get("pkg_repo_name", "").strip().lower()
     secret = form.get("pkg_repo_secret_raw", "")
-    granted = check(name, secret) if name and secret else Permission.NONE
+    granted, epoch = check(name, secret) if name and secret else (Permission.NONE, "")
     if granted < Permission.READ:
         return login_form(request, keys, "Unknown repository or wrong secret.", 403)
-    session = keys.issue(name, Permission.READ)
+    session = keys.issue(name, Permission.READ, epoch)
     cookie_line = (
         f"{SESSION_COOKIE}={session}; Path=/; Max-Age={keys.lifetime}; HttpOnly; "
         f"SameSite=Lax{_secure(request)}"

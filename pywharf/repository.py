@@ -29,8 +29,11 @@ __all__ = ["Repository"]
 class Repository:
     """One `[name]` of the configuration, as the server holds it."""
 
-    def __init__(self, backend: Backend, read_expires: float, write_expires: float) -> None:
+    def __init__(
+        self, backend: Backend, read_expires: float, write_expires: float, epoch: str = ""
+    ) -> None:
         self.name = backend.name
+        self.epoch = epoch  # names this configuration of the repository (browser sessions)
         self.backend = backend
         self.index = Index()
         self.renderer = Renderer()

@@ -83,12 +83,10 @@ class Service:
             admin_text, admin_source = _config_text(
                 options["admin_secret"], self.root, as_text, "admin_secret.toml"
             )
+        self._sessions = SessionKeys.load(self.root, options["auth_read_expires"])
         self.configs, repositories = self._build(text, source, admin_text, admin_source)
         self.app = App(
-            repositories,
-            options["extra_index_url"],
-            initializer=self,
-            sessions=SessionKeys.load(self.root, options["auth_read_expires"]),
+            repositories, options["extra_index_url"], initializer=self, sessions=self._sessions
         )
         self._syncer = Syncer(repositories.values())
 
@@ -104,7 +102,10 @@ class Service:
             for config in configs:
                 backend = create_backend(config, self.root, admin.get(config.name))
                 repository = Repository(
-                    backend, self.options["auth_read_expires"], self.options["auth_write_expires"]
+                    backend,
+                    self.options["auth_read_expires"],
+                    self.options["auth_write_expires"],
+                    self._sessions.fingerprint(config.type + repr(sorted(config.values.items()))),
                 )
                 repositories[config.name] = repository
                 repository.sync()  # the first load happens before requests reach it

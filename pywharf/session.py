@@ -99,5 +99,11 @@ class SessionKeys:
         repository = base64.urlsafe_b64decode(padded).decode()
         return Session(repository, Permission(int(permission)), int(expires), epoch)
 
+    def fingerprint(self, text: str) -> str:
+        """A keyed digest naming a configuration: it changes with the secrets in `text`, and
+        without the key it tells nothing of them (it travels in the session cookie)."""
+        mac = hmac.new(self._key, b"configuration:" + text.encode(), hashlib.sha256)
+        return mac.hexdigest()[:16]
+
     def csrf_token(self) -> str:
         return secrets.token_urlsafe(24)

@@ -335,3 +335,41 @@ def test_the_server_is_one_process_with_one_listener(pyz_server: ServerProcess) 
     assert _listening_ports(pid) == {pyz_server.live.port}
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     assert children == []
+
+
+def _browser_login(live: Live, name: str, secret: str) -> str:
+    """The session cookie a browser gets for a good login (form token included)."""
+    status, headers, body = live.request("GET", "/login/", auth=None)
+    token = body.decode().split('name="csrf" value="')[1].split('"')[0]
+    form = f"pkg_repo_name={name}&pkg_repo_secret_raw={secret}&csrf={token}".encode()
+    status, headers, _ = live.request(
+        "POST",
+        "/login/",
+        form,
+        {"Content-Type": "application/x-www-form-urlencoded", "Cookie": f"pywharf_csrf={token}"},
+        auth=None,
+    )
+    assert status == 303, status
+    return headers["set-cookie"].split(";")[0]
+
+
+def test_a_browser_session_ends_when_its_repository_is_reconfigured(
+    pyz: Path, tmp_path: Path
+) -> None:
+    server = start_pyz(pyz, tmp_path / "root", "--initialize_secret", "init-secret")
+    try:
+        live = server.live
+        form = "application/x-www-form-urlencoded"
+        assert initialize(live, urlencoded(CONFIG), form)[0] == 200
+        cookie = _browser_login(live, "local", READ)
+        session = {"Cookie": cookie, "Accept": "application/vnd.pypi.simple.v1+json"}
+        assert live.request("GET", "/simple/", headers=session, auth=None)[0] == 200
+        same = initialize(live, urlencoded(CONFIG), form, "init-secret")
+        assert same[0] == 200
+        assert live.request("GET", "/simple/", headers=session, auth=None)[0] == 200
+        rotated = CONFIG.replace(READ, "a-new-read-secret")
+        assert initialize(live, urlencoded(rotated), form, "init-secret")[0] == 200
+        assert live.request("GET", "/simple/", headers=session, auth=None)[0] == 401
+        assert READ not in cookie and WRITE not in cookie
+    finally:
+        stop(server)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
+import os
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
@@ -450,13 +449,13 @@ def test_the_metadata_of_a_wheel_is_served_with_its_hash(filled: Filled) -> None
 def test_downloads_go_out_by_sendfile(filled: Filled, monkeypatch: pytest.MonkeyPatch) -> None:
     """Zero-copy: the file is handed to the kernel, not read into Python."""
     calls: list[int] = []
-    original = socket.socket.sendfile
+    original = os.sendfile
 
-    def counting(self: socket.socket, file: Any, offset: int = 0, count: int | None = None) -> int:
-        calls.append(count or 0)
-        return original(self, file, offset, count)
+    def counting(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        calls.append(count)
+        return original(out_fd, in_fd, offset, count)
 
-    monkeypatch.setattr(socket.socket, "sendfile", counting)
+    monkeypatch.setattr(os, "sendfile", counting)
     data = filled.files[WHEEL]
     status, _, body = filled.live.request("GET", WHEEL_PATH)
     assert (status, body) == (200, data)

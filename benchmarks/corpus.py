@@ -121,8 +121,9 @@ def file_sha256(path: Path) -> str:
 
 
 def _describe(path: Path, project: str, version: str, filetype: str) -> CorpusFile:
-    return CorpusFile(project, version, path.name, filetype, file_sha256(path),
-                      path.stat().st_size, path)
+    return CorpusFile(
+        project, version, path.name, filetype, file_sha256(path), path.stat().st_size, path
+    )
 
 
 def _write_manifest(directory: Path, params: dict[str, int], files: Iterable[CorpusFile]) -> None:

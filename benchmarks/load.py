@@ -72,8 +72,9 @@ class Endpoint:
     port: int
 
     def connect(self, timeout: float = REQUEST_TIMEOUT_SECONDS) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout,
-                                          blocksize=CHUNK_BYTES)
+        return http.client.HTTPConnection(
+            self.host, self.port, timeout=timeout, blocksize=CHUNK_BYTES
+        )
 
 
 @dataclass(frozen=True)
@@ -88,24 +89,30 @@ class UploadRequest:
 
 
 def _form_field(boundary: str, name: str, value: str) -> bytes:
-    return (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-            f"{value}\r\n").encode()
+    return (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+    ).encode()
 
 
 def legacy_upload(path: str, file: CorpusFile, auth: str) -> UploadRequest:
     """The multipart/form-data request twine sends (the legacy upload API, protocol 1)."""
     boundary = uuid.uuid4().hex
     fields = {
-        ":action": "file_upload", "protocol_version": "1", "name": file.project,
-        "version": file.version, "filetype": file.filetype, "pyversion": file.pyversion,
-        "metadata_version": "2.1", "sha256_digest": file.sha256,
+        ":action": "file_upload",
+        "protocol_version": "1",
+        "name": file.project,
+        "version": file.version,
+        "filetype": file.filetype,
+        "pyversion": file.pyversion,
+        "metadata_version": "2.1",
+        "sha256_digest": file.sha256,
     }
     head = b"".join(_form_field(boundary, k, v) for k, v in fields.items())
-    head += (f'--{boundary}\r\nContent-Disposition: form-data; name="content"; '
-             f'filename="{file.filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-             ).encode()
-    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
-               "Authorization": auth}
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="content"; '
+        f'filename="{file.filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Authorization": auth}
     return UploadRequest("POST", path, headers, head, f"\r\n--{boundary}--\r\n".encode())
 
 
@@ -138,8 +145,9 @@ def _send(conn: http.client.HTTPConnection, request: UploadRequest, file: Corpus
     return response.status
 
 
-def _send_or_fail(conn: http.client.HTTPConnection, request: UploadRequest,
-                  file: CorpusFile) -> int:
+def _send_or_fail(
+    conn: http.client.HTTPConnection, request: UploadRequest, file: CorpusFile
+) -> int:
     """The status, or 0 when the connection broke (it is closed, to reconnect next time)."""
     try:
         return _send(conn, request, file)
@@ -172,8 +180,13 @@ class UploadStats:
 class _Uploader:
     """Worker threads sharing one iterator of files; each keeps one keep-alive connection."""
 
-    def __init__(self, endpoint: Endpoint, files: Sequence[CorpusFile],
-                 make_request: Callable[[CorpusFile], UploadRequest], deadline: float) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        files: Sequence[CorpusFile],
+        make_request: Callable[[CorpusFile], UploadRequest],
+        deadline: float,
+    ) -> None:
         self.endpoint, self.make_request, self.deadline = endpoint, make_request, deadline
         self.files: Iterator[CorpusFile] = iter(files)
         self.lock = threading.Lock()
@@ -204,9 +217,13 @@ class _Uploader:
             conn.close()
 
 
-def upload_many(endpoint: Endpoint, files: Sequence[CorpusFile],
-                make_request: Callable[[CorpusFile], UploadRequest],
-                clients: int, max_seconds: float) -> UploadStats:
+def upload_many(
+    endpoint: Endpoint,
+    files: Sequence[CorpusFile],
+    make_request: Callable[[CorpusFile], UploadRequest],
+    clients: int,
+    max_seconds: float,
+) -> UploadStats:
     """Upload `files` with `clients` concurrent connections, stopping after `max_seconds`."""
     started = time.monotonic()
     uploader = _Uploader(endpoint, files, make_request, started + max_seconds)
@@ -232,8 +249,9 @@ class TransferResult:
         return self.size / self.seconds / 1e6 if self.seconds else 0.0
 
 
-def upload_one_large(endpoint: Endpoint, request: UploadRequest,
-                     file: CorpusFile) -> TransferResult:
+def upload_one_large(
+    endpoint: Endpoint, request: UploadRequest, file: CorpusFile
+) -> TransferResult:
     conn = endpoint.connect()
     try:
         started = time.monotonic()
@@ -314,8 +332,7 @@ def wrk_script(paths: Sequence[str], headers: dict[str, str]) -> str:
         lines.append("local paths = {" + ",".join(_lua_string(p) for p in paths) + "}")
         lines.append("local count = #paths")
         lines.append("math.randomseed(os.time())")
-        lines.append("request = function() return wrk.format(nil, paths[math.random(count)]) "
-                     "end")
+        lines.append("request = function() return wrk.format(nil, paths[math.random(count)]) end")
     return "\n".join(lines) + _DONE.replace("MARKER", WRK_MARKER)
 
 
@@ -324,21 +341,41 @@ def parse_wrk_output(stdout: str) -> WrkResult:
     for line in stdout.splitlines():
         if line.startswith(WRK_MARKER):
             data = json.loads(line.removeprefix(WRK_MARKER))
-            return WrkResult(data["requests"], data["duration_us"] / 1e6,
-                             data["p50_us"] / 1000, data["p99_us"] / 1000, data["errors"])
+            return WrkResult(
+                data["requests"],
+                data["duration_us"] / 1e6,
+                data["p50_us"] / 1000,
+                data["p99_us"] / 1000,
+                data["errors"],
+            )
     raise ValueError(f"no {WRK_MARKER.strip()} line in wrk output: {stdout[-500:]!r}")
 
 
-def run_wrk(endpoint: Endpoint, paths: Sequence[str], headers: dict[str, str],
-            seconds: float, threads: int, connections: int, script_dir: Path) -> WrkResult:
+def run_wrk(
+    endpoint: Endpoint,
+    paths: Sequence[str],
+    headers: dict[str, str],
+    seconds: float,
+    threads: int,
+    connections: int,
+    script_dir: Path,
+) -> WrkResult:
     """`wrk -t -c -d` against `paths`; requests still queued after `seconds` are dropped."""
     script = script_dir / "bench.lua"
     script.write_text(wrk_script(paths, headers))
     timeout = max(10, math.ceil(seconds) * 2)
     # wrk reads durations as whole seconds ("5.0s" is rejected).
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-            f"--timeout={timeout}s",
-            "-s", str(script), f"http://{endpoint.host}:{endpoint.port}{paths[0]}"]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False,
-                          timeout=seconds + timeout + 30)
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        f"--timeout={timeout}s",
+        "-s",
+        str(script),
+        f"http://{endpoint.host}:{endpoint.port}{paths[0]}",
+    ]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, check=False, timeout=seconds + timeout + 30
+    )
     return parse_wrk_output(done.stdout + done.stderr)

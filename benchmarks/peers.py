@@ -122,8 +122,10 @@ class Pywharf(Server):
     name = "pywharf"
     read_auth = basic_auth(REPOSITORY, READ_SECRET)
     write_auth = basic_auth(REPOSITORY, WRITE_SECRET)
-    config = f'[{REPOSITORY}]\ntype = "file_system"\nread_secret = "{READ_SECRET}"\n' \
-             f'write_secret = "{WRITE_SECRET}"\n'
+    config = (
+        f'[{REPOSITORY}]\ntype = "file_system"\nread_secret = "{READ_SECRET}"\n'
+        f'write_secret = "{WRITE_SECRET}"\n'
+    )
 
     def __init__(self, pyz: Path | None = REPO / "dist" / "pywharf.pyz") -> None:
         """Run the built zipapp, or with `pyz=None` the working tree (`python -m pywharf`
@@ -143,8 +145,17 @@ class Pywharf(Server):
 
     def command(self, root: Path, port: int) -> list[str]:
         config = root.with_name(root.name + ".toml")
-        return [*self.launcher, "server", str(root), "--config", str(config),
-                "--host", HOST, "--port", str(port)]
+        return [
+            *self.launcher,
+            "server",
+            str(root),
+            "--config",
+            str(config),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+        ]
 
     def env(self, work: Path) -> dict[str, str]:
         env = {**os.environ, "SHIV_ROOT": str(work / "shiv")}
@@ -183,9 +194,20 @@ class PypiServer(Server):
             return
         print(f"installing pypiserver into {self.venv}")
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(self.venv)], check=True)
-        pip = subprocess.run([str(self.venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                              *PYPISERVER_REQUIREMENTS], capture_output=True, text=True,
-                             env=_pip_env(), check=False)
+        pip = subprocess.run(
+            [
+                str(self.venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                *PYPISERVER_REQUIREMENTS,
+            ],
+            capture_output=True,
+            text=True,
+            env=_pip_env(),
+            check=False,
+        )
         if pip.returncode:
             raise Unavailable(f"pip could not install pypiserver:\n{pip.stderr[-2000:]}")
         self._write_htpasswd()
@@ -193,18 +215,35 @@ class PypiServer(Server):
 
     def _write_htpasswd(self) -> None:
         """Apache's default scheme (apr1 MD5), written by pypiserver's own passlib."""
-        code = ("import sys; from passlib.apache import HtpasswdFile; h = HtpasswdFile(); "
-                f"h.set_password({REPOSITORY!r}, {WRITE_SECRET!r}); "
-                "open(sys.argv[1], 'wb').write(h.to_string())")
-        subprocess.run([str(self.venv / "bin" / "python"), "-c", code,
-                        str(self.venv / "htpasswd")], check=True)
+        code = (
+            "import sys; from passlib.apache import HtpasswdFile; h = HtpasswdFile(); "
+            f"h.set_password({REPOSITORY!r}, {WRITE_SECRET!r}); "
+            "open(sys.argv[1], 'wb').write(h.to_string())"
+        )
+        subprocess.run(
+            [str(self.venv / "bin" / "python"), "-c", code, str(self.venv / "htpasswd")], check=True
+        )
 
     def command(self, root: Path, port: int) -> list[str]:
         launcher = Path(__file__).with_name("pypiserver_waitress.py")
-        return [str(self.venv / "bin" / "python"), str(launcher), "--host", HOST, "--port",
-                str(port), "--backend", "auto", "--authenticate", "update", "--passwords",
-                str(self.venv / "htpasswd"), "--disable-fallback", "--hash-algo", self.hash_algo,
-                str(root)]
+        return [
+            str(self.venv / "bin" / "python"),
+            str(launcher),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--backend",
+            "auto",
+            "--authenticate",
+            "update",
+            "--passwords",
+            str(self.venv / "htpasswd"),
+            "--disable-fallback",
+            "--hash-algo",
+            self.hash_algo,
+            str(root),
+        ]
 
     def upload_request(self, file: CorpusFile) -> UploadRequest:
         assert self.write_auth is not None
@@ -290,8 +329,11 @@ class Nginx(Server):
         write_static_tree(root / "html" / "simple", files)
 
 
-ALL_SERVERS: dict[str, type[Server]] = {"pywharf": Pywharf, "nginx": Nginx,
-                                        "pypiserver": PypiServer}
+ALL_SERVERS: dict[str, type[Server]] = {
+    "pywharf": Pywharf,
+    "nginx": Nginx,
+    "pypiserver": PypiServer,
+}
 
 
 @dataclass(frozen=True)
@@ -341,8 +383,9 @@ def _log_tail(log: Path, lines: int = 15) -> str:
         return ""
 
 
-def _wait_ready(process: subprocess.Popen[bytes], endpoint: Endpoint, auth: str | None,
-                log: Path) -> None:
+def _wait_ready(
+    process: subprocess.Popen[bytes], endpoint: Endpoint, auth: str | None, log: Path
+) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -367,9 +410,14 @@ def running(server: Server, root: Path, work: Path) -> Iterator[RunningServer]:
         sink.write(f"\n=== {time.ctime()} {' '.join(argv)}\n".encode())
         sink.flush()
         started = time.monotonic()
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink,
-                                   stderr=subprocess.STDOUT, env=server.env(work),
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=server.env(work),
+            start_new_session=True,
+        )
     _LIVE.add(process)
     try:
         endpoint = Endpoint(HOST, port)

@@ -24,11 +24,20 @@ THREADS = 4  # waitress's default, as `pypi-server run` gets it
 
 def main() -> None:
     config = Config.from_args(["run", *sys.argv[1:]])
-    init_logging(level=config.log_level, filename=config.log_file, frmt=config.log_frmt,
-                 stream=config.log_stream)
+    init_logging(
+        level=config.log_level,
+        filename=config.log_file,
+        frmt=config.log_frmt,
+        stream=config.log_stream,
+    )
     app = pypiserver.setup_routes_from_config(pypiserver.app_from_config(config), config)
-    waitress.serve(app, host=config.host, port=config.port, threads=THREADS,
-                   max_request_body_size=MAX_BODY_BYTES)
+    waitress.serve(
+        app,
+        host=config.host,
+        port=config.port,
+        threads=THREADS,
+        max_request_body_size=MAX_BODY_BYTES,
+    )
 
 
 if __name__ == "__main__":

@@ -71,16 +71,15 @@ FIGURES: tuple[Figure, ...] = (
     Figure("upload_empty_per_s", "small uploads, empty, 8 clients", "/s", False),
     Figure("upload_empty_p99_ms", "small upload p99, empty", "ms", True),
     Figure("upload_empty_cpu_ms", "small upload: server CPU, empty", "ms", True),
-    Figure("upload_full_per_s", "small uploads, full, 8 clients", "/s", False,
-           Target(200, "min")),
+    Figure("upload_full_per_s", "small uploads, full, 8 clients", "/s", False, Target(200, "min")),
     Figure("upload_full_p99_ms", "small upload p99, full", "ms", True),
     Figure("upload_full_cpu_ms", "small upload: server CPU, full", "ms", True, Target(3, "max")),
     Figure("large_upload_s", "large upload", "s", True),
     Figure("large_upload_mb_s", "large upload", "MB/s", False, Target(0.75, "min_of_nginx")),
-    Figure("large_upload_peak_rss_mib", "large upload: server peak RSS", "MiB", True,
-           Target(48, "max")),
-    Figure("large_download_mb_s", "large download", "MB/s", False,
-           Target(0.90, "min_of_nginx")),
+    Figure(
+        "large_upload_peak_rss_mib", "large upload: server peak RSS", "MiB", True, Target(48, "max")
+    ),
+    Figure("large_download_mb_s", "large download", "MB/s", False, Target(0.90, "min_of_nginx")),
     Figure("cold_start_s", "cold start to first 200, full", "s", True, Target(0.5, "max")),
     Figure("idle_rss_mib", "idle RSS, full", "MiB", True),
 )
@@ -88,13 +87,16 @@ FIGURES: tuple[Figure, ...] = (
 
 def growth_figures(growth: Sequence[int]) -> tuple[Figure, ...]:
     """Rows for the project-page cost and the cold start at each repository size."""
-    rows = [Figure(f"growth_{p}_cpu_us", f"project page CPU, {p:,} projects", "µs/req", True)
-            for p in growth]
+    rows = [
+        Figure(f"growth_{p}_cpu_us", f"project page CPU, {p:,} projects", "µs/req", True)
+        for p in growth
+    ]
     if len(growth) > 1:
         label = f"project page CPU growth, {growth[0]:,} -> {growth[-1]:,}"
         rows.append(Figure("growth_cpu_ratio", label, "x", True, Target(1.2, "max")))
-    rows += [Figure(f"growth_{p}_cold_start_s", f"cold start, {p:,} projects", "s", True)
-             for p in growth]
+    rows += [
+        Figure(f"growth_{p}_cold_start_s", f"cold start, {p:,} projects", "s", True) for p in growth
+    ]
     return tuple(rows)
 
 
@@ -143,8 +145,9 @@ def _verdict(figure: Figure, values: Mapping[str, float | None]) -> str:
     return "" if met is None else ("met" if met else "MISSED")
 
 
-def build_rows(figures: Mapping[str, Mapping[str, float]], servers: Sequence[str],
-               growth: Sequence[int]) -> list[Row]:
+def build_rows(
+    figures: Mapping[str, Mapping[str, float]], servers: Sequence[str], growth: Sequence[int]
+) -> list[Row]:
     """One row per figure that any server has; ratios are pywharf over each peer."""
     rows = []
     for figure in (*FIGURES, *growth_figures(growth)):
@@ -157,8 +160,10 @@ def build_rows(figures: Mapping[str, Mapping[str, float]], servers: Sequence[str
 
 
 def _cells(row: Row, servers: Sequence[str]) -> list[str]:
-    cells = [f"{row.figure.label} ({row.figure.unit})",
-             *(format_value(row.values[s]) for s in servers)]
+    cells = [
+        f"{row.figure.label} ({row.figure.unit})",
+        *(format_value(row.values[s]) for s in servers),
+    ]
     if OURS not in servers:  # ratios and targets are about pywharf
         return cells
     target = row.figure.target.describe() if row.figure.target else ""
@@ -191,9 +196,19 @@ def render_text(rows: Sequence[Row], servers: Sequence[str]) -> str:
 
 
 def render_json(rows: Sequence[Row], context: Mapping[str, Any]) -> str:
-    body = {**context, "table": [
-        {"key": r.figure.key, "label": r.figure.label, "unit": r.figure.unit,
-         "lower_is_better": r.figure.lower_is_better, "values": r.values,
-         "target": r.figure.target.describe() if r.figure.target else None,
-         "verdict": r.verdict or None} for r in rows]}
+    body = {
+        **context,
+        "table": [
+            {
+                "key": r.figure.key,
+                "label": r.figure.label,
+                "unit": r.figure.unit,
+                "lower_is_better": r.figure.lower_is_better,
+                "values": r.values,
+                "target": r.figure.target.describe() if r.figure.target else None,
+                "verdict": r.verdict or None,
+            }
+            for r in rows
+        ],
+    }
     return json.dumps(body, indent=2, ensure_ascii=False) + "\n"

@@ -48,12 +48,26 @@ MIB = 1 << 20
 
 # Defaults for a full run and for --quick; any flag given explicitly wins.
 PROFILES: dict[str, dict[str, Any]] = {
-    "full": {"projects": 2000, "versions": 5, "large_mib": 1024, "wrk_seconds": 15.0,
-             "growth": [200, 2000, 20000], "upload_sample": 400, "upload_seconds": 60.0,
-             "fill_seconds": 900.0},
-    "quick": {"projects": 200, "versions": 2, "large_mib": 64, "wrk_seconds": 5.0,
-              "growth": [200, 2000], "upload_sample": 100, "upload_seconds": 15.0,
-              "fill_seconds": 120.0},
+    "full": {
+        "projects": 2000,
+        "versions": 5,
+        "large_mib": 1024,
+        "wrk_seconds": 15.0,
+        "growth": [200, 2000, 20000],
+        "upload_sample": 400,
+        "upload_seconds": 60.0,
+        "fill_seconds": 900.0,
+    },
+    "quick": {
+        "projects": 200,
+        "versions": 2,
+        "large_mib": 64,
+        "wrk_seconds": 5.0,
+        "growth": [200, 2000],
+        "upload_sample": 100,
+        "upload_seconds": 15.0,
+        "fill_seconds": 120.0,
+    },
 }
 
 
@@ -65,8 +79,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--versions", type=int, help="versions per project, each a wheel + sdist (5; quick 2)")
     add("--large-mib", type=int, help="size of the large file in MiB (1024; quick 64)")
     add("--wrk-seconds", type=float, help="duration of each wrk run (15; quick 5)")
-    add("--growth", type=int, nargs="+", help="project counts for the page-cost growth test "
-        "(200 2000 20000; quick 200 2000)")
+    add(
+        "--growth",
+        type=int,
+        nargs="+",
+        help="project counts for the page-cost growth test (200 2000 20000; quick 200 2000)",
+    )
     add("--growth-versions", type=int, default=1, help="versions per project there (1)")
     add("--upload-sample", type=int, help="uploads per measured phase (400; quick 100)")
     add("--upload-seconds", type=float, help="time limit per measured upload phase (60; 15)")
@@ -75,12 +93,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--connections", type=int, default=64, help="wrk connections (64)")
     add("--threads", type=int, default=2, help="wrk threads (2)")
     add("--servers", nargs="+", choices=sorted(ALL_SERVERS), default=list(ALL_SERVERS))
-    add("--pypiserver-hash", default="off", help="pypiserver's --hash-algo: off (its fastest, "
-        "the default) or e.g. sha256 (hashes in links, as pywharf and nginx serve them)")
-    add("--pyz", type=Path, default=HERE.parent / "dist" / "pywharf.pyz",
-        help="the pywharf zipapp to measure (dist/pywharf.pyz)")
-    add("--from-source", action="store_true",
-        help="measure the working tree (python -m pywharf) instead of the zipapp")
+    add(
+        "--pypiserver-hash",
+        default="off",
+        help="pypiserver's --hash-algo: off (its fastest, "
+        "the default) or e.g. sha256 (hashes in links, as pywharf and nginx serve them)",
+    )
+    add(
+        "--pyz",
+        type=Path,
+        default=HERE.parent / "dist" / "pywharf.pyz",
+        help="the pywharf zipapp to measure (dist/pywharf.pyz)",
+    )
+    add(
+        "--from-source",
+        action="store_true",
+        help="measure the working tree (python -m pywharf) instead of the zipapp",
+    )
     add("--work", type=Path, default=HERE / "work", help="corpus, venvs, roots, logs")
     add("--results", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
@@ -107,12 +136,16 @@ def _tool_version(argv: list[str]) -> str:
 
 def _build(args: argparse.Namespace) -> dict[str, str]:
     """Which pywharf was measured: the commit, whether the tree was dirty, the pyz's hash."""
+
     def git(*argv: str) -> str:
         return _tool_version(["git", "-C", str(HERE.parent), *argv])
 
-    build = {"commit": git("rev-parse", "--short", "HEAD"),
-             "tree": "dirty" if git("status", "--porcelain", "--untracked-files=no") not in
-             ("", "unknown") else "clean"}
+    build = {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "tree": "dirty"
+        if git("status", "--porcelain", "--untracked-files=no") not in ("", "unknown")
+        else "clean",
+    }
     if args.from_source:
         build["pywharf"] = "working tree"
     elif args.pyz.is_file():
@@ -122,25 +155,34 @@ def _build(args: argparse.Namespace) -> dict[str, str]:
     return build
 
 
-def context(args: argparse.Namespace, settings: Settings,
-            measurements: dict[str, Measurement]) -> dict[str, Any]:
+def context(
+    args: argparse.Namespace, settings: Settings, measurements: dict[str, Measurement]
+) -> dict[str, Any]:
     """What a reader of the JSON needs to compare two runs."""
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": " ".join(["python3", "benchmarks/run.py", *sys.argv[1:]]),
-        "machine": {"cores": len(os.sched_getaffinity(0)),
-                    "kernel": platform.release(), "python": platform.python_version(),
-                    "nginx": _tool_version(["nginx", "-v"]).removeprefix("nginx version: "),
-                    "wrk": _tool_version(["wrk", "--version"]).split(" Copyright")[0]},
+        "machine": {
+            "cores": len(os.sched_getaffinity(0)),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "nginx": _tool_version(["nginx", "-v"]).removeprefix("nginx version: "),
+            "wrk": _tool_version(["wrk", "--version"]).split(" Copyright")[0],
+        },
         "build": _build(args),
-        "pypiserver": {"requirements": PYPISERVER_REQUIREMENTS,
-                       "hash_algo": args.pypiserver_hash},
-        "corpus": {"projects": args.projects, "versions": args.versions,
-                   "files": args.projects * args.versions * 2, "large_mib": args.large_mib,
-                   "growth": args.growth, "growth_versions": args.growth_versions},
+        "pypiserver": {"requirements": PYPISERVER_REQUIREMENTS, "hash_algo": args.pypiserver_hash},
+        "corpus": {
+            "projects": args.projects,
+            "versions": args.versions,
+            "files": args.projects * args.versions * 2,
+            "large_mib": args.large_mib,
+            "growth": args.growth,
+            "growth_versions": args.growth_versions,
+        },
         "settings": asdict(settings),
-        "servers": {name: {"figures": m.figures, "notes": m.notes}
-                    for name, m in measurements.items()},
+        "servers": {
+            name: {"figures": m.figures, "notes": m.notes} for name, m in measurements.items()
+        },
     }
 
 
@@ -153,8 +195,15 @@ def make_server(name: str, args: argparse.Namespace) -> Server:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    return Settings(args.wrk_seconds, args.threads, args.connections, args.clients,
-                    args.upload_sample, args.upload_seconds, args.fill_seconds)
+    return Settings(
+        args.wrk_seconds,
+        args.threads,
+        args.connections,
+        args.clients,
+        args.upload_sample,
+        args.upload_seconds,
+        args.fill_seconds,
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Measurement]:
@@ -168,8 +217,9 @@ def run(args: argparse.Namespace) -> dict[str, Measurement]:
     for name in args.servers:
         print(f"== {name}")
         started = time.monotonic()
-        result = measure(make_server(name, args), work, settings, corpus, large,
-                         growth_corpus, args.growth)
+        result = measure(
+            make_server(name, args), work, settings, corpus, large, growth_corpus, args.growth
+        )
         add_growth_ratio(result.figures, args.growth)
         measurements[name] = result
         print(f"== {name}: {time.monotonic() - started:.0f} s")
@@ -192,19 +242,27 @@ def write_results(args: argparse.Namespace, measurements: dict[str, Measurement]
     print(f"\nwrote {args.results / stem}.json and .md")
 
 
-def markdown_report(ctx: dict[str, Any], rows: list[Any], servers: list[str],
-                    measurements: dict[str, Measurement]) -> str:
+def markdown_report(
+    ctx: dict[str, Any], rows: list[Any], servers: list[str], measurements: dict[str, Measurement]
+) -> str:
     corpus, machine, build = ctx["corpus"], ctx["machine"], ctx["build"]
-    lines = [f"# Benchmark, {ctx['date']}", "",
-             f"`{ctx['command']}`: {corpus['files']:,} files ({corpus['projects']:,} projects "
-             f"x {corpus['versions']} versions x wheel + sdist), a {corpus['large_mib']} MiB "
-             f"file; {machine['cores']} cores, Linux {machine['kernel']}, Python "
-             f"{machine['python']}, {machine['nginx']}, {machine['wrk']}.", "",
-             f"pywharf: {build.get('pywharf', '-')}, commit {build['commit']} "
-             f"({build['tree']} tree); pypiserver --hash-algo "
-             f"{ctx['pypiserver']['hash_algo']}.", "",
-             "Ratios are pywharf's figure over the peer's. Server CPU per request is the "
-             "figure to compare on a noisy machine.", "", render_markdown(rows, servers)]
+    lines = [
+        f"# Benchmark, {ctx['date']}",
+        "",
+        f"`{ctx['command']}`: {corpus['files']:,} files ({corpus['projects']:,} projects "
+        f"x {corpus['versions']} versions x wheel + sdist), a {corpus['large_mib']} MiB "
+        f"file; {machine['cores']} cores, Linux {machine['kernel']}, Python "
+        f"{machine['python']}, {machine['nginx']}, {machine['wrk']}.",
+        "",
+        f"pywharf: {build.get('pywharf', '-')}, commit {build['commit']} "
+        f"({build['tree']} tree); pypiserver --hash-algo "
+        f"{ctx['pypiserver']['hash_algo']}.",
+        "",
+        "Ratios are pywharf's figure over the peer's. Server CPU per request is the "
+        "figure to compare on a noisy machine.",
+        "",
+        render_markdown(rows, servers),
+    ]
     notes = [f"- {name}: {n}" for name, m in measurements.items() for n in m.notes]
     return "\n".join(lines + (["## Notes", "", *notes, ""] if notes else []))
 

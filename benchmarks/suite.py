@@ -35,8 +35,13 @@ __all__ = ["Measurement", "Settings", "measure"]
 MIB = 1 << 20
 # What a server that is missing, crashes or misbehaves makes the harness raise; anything else
 # is a bug in the harness and should surface with its traceback.
-HARNESS_ERRORS = (BenchmarkError, OSError, ValueError, subprocess.SubprocessError,
-                  http.client.HTTPException)
+HARNESS_ERRORS = (
+    BenchmarkError,
+    OSError,
+    ValueError,
+    subprocess.SubprocessError,
+    http.client.HTTPException,
+)
 IDLE_SETTLE_SECONDS = 1.0
 # Below this many completed requests per connection, in-flight work skews CPU per request.
 FEW_REQUESTS_PER_CONNECTION = 10
@@ -97,15 +102,18 @@ class _Run:
         self.server.prepare(root)
         return root
 
-    def upload_phase(self, live: RunningServer, files: Sequence[CorpusFile], label: str,
-                     max_seconds: float) -> UploadStats:
+    def upload_phase(
+        self, live: RunningServer, files: Sequence[CorpusFile], label: str, max_seconds: float
+    ) -> UploadStats:
         with server_cpu(live) as cpu:
-            stats = upload_many(live.endpoint, files, self.server.upload_request,
-                                self.settings.clients, max_seconds)
+            stats = upload_many(
+                live.endpoint, files, self.server.upload_request, self.settings.clients, max_seconds
+            )
         failed = stats.attempted - stats.ok
         if failed:
-            self.result.note(f"{label}: {failed} of {stats.attempted} uploads failed "
-                             f"{dict(stats.statuses)}")
+            self.result.note(
+                f"{label}: {failed} of {stats.attempted} uploads failed {dict(stats.statuses)}"
+            )
         if stats.ok:
             fig = self.result.figures
             fig[f"{label}_per_s"] = stats.per_second
@@ -113,20 +121,23 @@ class _Run:
             fig[f"{label}_cpu_ms"] = cpu.seconds / stats.ok * 1000
         return stats
 
-    def upload_fill(self, live: RunningServer, files: Sequence[CorpusFile],
-                    label: str) -> list[CorpusFile]:
+    def upload_fill(
+        self, live: RunningServer, files: Sequence[CorpusFile], label: str
+    ) -> list[CorpusFile]:
         """Fill through the API (for servers that cannot be seeded); return what got in."""
         stats = self.upload_phase(live, files, label, self.settings.fill_seconds)
         if stats.ok < len(files):
-            self.result.note(f"{label}: only {stats.ok} of {len(files)} files uploaded "
-                             f"within {self.settings.fill_seconds:.0f} s")
+            self.result.note(
+                f"{label}: only {stats.ok} of {len(files)} files uploaded "
+                f"within {self.settings.fill_seconds:.0f} s"
+            )
         return stats.uploaded
 
     def populate(self, corpus: Corpus, root: Path) -> list[CorpusFile]:
         """Upload a sample while empty, fill, then upload a sample while nearly full."""
         files = list(corpus.files)
         sample = min(self.settings.upload_sample, len(files) // 4)
-        middle, last = files[:len(files) - sample], files[len(files) - sample:]
+        middle, last = files[: len(files) - sample], files[len(files) - sample :]
         seconds = self.settings.upload_seconds
         with running(self.server, root, self.work) as live:
             empty = self.upload_phase(live, middle[:sample], "upload_empty", seconds)
@@ -143,8 +154,15 @@ class _Run:
         auth = self.server.read_auth
         s = self.settings
         with server_cpu(live) as cpu:
-            result = run_wrk(live.endpoint, paths, {"Authorization": auth} if auth else {},
-                             s.wrk_seconds, s.wrk_threads, s.wrk_connections, self.work)
+            result = run_wrk(
+                live.endpoint,
+                paths,
+                {"Authorization": auth} if auth else {},
+                s.wrk_seconds,
+                s.wrk_threads,
+                s.wrk_connections,
+                self.work,
+            )
         fig = self.result.figures
         fig[f"{label}_rps"] = result.per_second
         fig[f"{label}_p99_ms"] = result.p99_ms
@@ -152,11 +170,14 @@ class _Run:
             fig[f"{label}_cpu_us"] = cpu.seconds / result.requests * 1e6
         if result.error_count:
             kinds = {k: v for k, v in result.errors.items() if v}
-            self.result.note(f"{label}: {result.error_count} of {result.requests} requests "
-                             f"failed {kinds}")
+            self.result.note(
+                f"{label}: {result.error_count} of {result.requests} requests failed {kinds}"
+            )
         if result.requests < FEW_REQUESTS_PER_CONNECTION * s.wrk_connections:
-            self.result.note(f"{label}: only {result.requests} requests completed; the CPU "
-                             "spent on those still in flight inflates the CPU per request")
+            self.result.note(
+                f"{label}: only {result.requests} requests completed; the CPU "
+                "spent on those still in flight inflates the CPU per request"
+            )
         return result
 
     def page_paths(self, files: Sequence[CorpusFile]) -> list[str]:
@@ -176,8 +197,10 @@ class _Run:
             return
         fig["large_upload_s"], fig["large_upload_mb_s"] = up.seconds, up.mb_per_second
         fig["large_upload_peak_rss_mib"] = peak.peak / MIB
-        downloads = [download(live.endpoint, self.server.file_path(large),
-                              self.server.read_auth) for _ in range(DOWNLOADS)]
+        downloads = [
+            download(live.endpoint, self.server.file_path(large), self.server.read_auth)
+            for _ in range(DOWNLOADS)
+        ]
         bad = [d for d in downloads if d.status != 200 or d.size != large.size]
         if bad:
             self.result.note(f"large download: {bad[0].status}, {bad[0].size} of {large.size} B")
@@ -214,8 +237,15 @@ class _Run:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def measure(server: Server, work: Path, settings: Settings, corpus: Corpus, large: CorpusFile,
-            growth_corpus: Corpus, growth: Sequence[int]) -> Measurement:
+def measure(
+    server: Server,
+    work: Path,
+    settings: Settings,
+    corpus: Corpus,
+    large: CorpusFile,
+    growth_corpus: Corpus,
+    growth: Sequence[int],
+) -> Measurement:
     """Every figure for one server; on a failure, the figures so far and a note saying why."""
     run = _Run(server, work, settings)
     try:

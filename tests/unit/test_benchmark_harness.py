@@ -31,10 +31,14 @@ from benchmarks.report import render_text
 def test_planned_files_are_a_wheel_and_an_sdist_per_version() -> None:
     planned = list(planned_files(CorpusSpec(projects=2, versions=2)))
     assert [name for _, _, name, _ in planned] == [
-        "bench_project_00000-1.0.0-py3-none-any.whl", "bench_project_00000-1.0.0.tar.gz",
-        "bench_project_00000-1.0.1-py3-none-any.whl", "bench_project_00000-1.0.1.tar.gz",
-        "bench_project_00001-1.0.0-py3-none-any.whl", "bench_project_00001-1.0.0.tar.gz",
-        "bench_project_00001-1.0.1-py3-none-any.whl", "bench_project_00001-1.0.1.tar.gz",
+        "bench_project_00000-1.0.0-py3-none-any.whl",
+        "bench_project_00000-1.0.0.tar.gz",
+        "bench_project_00000-1.0.1-py3-none-any.whl",
+        "bench_project_00000-1.0.1.tar.gz",
+        "bench_project_00001-1.0.0-py3-none-any.whl",
+        "bench_project_00001-1.0.0.tar.gz",
+        "bench_project_00001-1.0.1-py3-none-any.whl",
+        "bench_project_00001-1.0.1.tar.gz",
     ]
     assert {filetype for *_, filetype in planned} == {"bdist_wheel", "sdist"}
 
@@ -66,8 +70,7 @@ def test_pages_link_every_file_with_its_hash(tmp_path: Path) -> None:
         ("9 (a) (b c) R 7 9 9 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0", 7, 3),
     ],
 )
-def test_parse_stat_finds_ppid_and_cpu_past_a_tricky_comm(text: str, ppid: int,
-                                                          ticks: int) -> None:
+def test_parse_stat_finds_ppid_and_cpu_past_a_tricky_comm(text: str, ppid: int, ticks: int) -> None:
     fields = parse_stat(text)
     assert (fields.ppid, fields.cpu_ticks) == (ppid, ticks)
 
@@ -89,9 +92,11 @@ def test_wrk_script_is_static_for_one_path_and_random_for_many() -> None:
 
 
 def test_parse_wrk_output_reads_the_done_hook_line() -> None:
-    out = ('Running 5s test\nWRK-JSON {"requests": 1000, "duration_us": 2000000, '
-           '"p50_us": 1500, "p99_us": 9000, "errors": {"connect": 0, "read": 1, "write": 0, '
-           '"status": 2, "timeout": 0}}\n')
+    out = (
+        'Running 5s test\nWRK-JSON {"requests": 1000, "duration_us": 2000000, '
+        '"p50_us": 1500, "p99_us": 9000, "errors": {"connect": 0, "read": 1, "write": 0, '
+        '"status": 2, "timeout": 0}}\n'
+    )
     result = parse_wrk_output(out)
     assert (result.per_second, result.p50_ms, result.p99_ms) == (500, 1.5, 9)
     assert result.error_count == 3
@@ -103,9 +108,13 @@ def test_legacy_upload_sends_the_twine_fields(tmp_path: Path) -> None:
     file = ensure_corpus(tmp_path, CorpusSpec(projects=1, versions=1)).files[1]
     request = legacy_upload("/simple/", file, "Basic x")
     boundary = request.headers["Content-Type"].split("boundary=")[1]
-    for name, value in [(":action", "file_upload"), ("name", "bench-project-00000"),
-                        ("filetype", "sdist"), ("pyversion", "source"),
-                        ("sha256_digest", file.sha256)]:
+    for name, value in [
+        (":action", "file_upload"),
+        ("name", "bench-project-00000"),
+        ("filetype", "sdist"),
+        ("pyversion", "source"),
+        ("sha256_digest", file.sha256),
+    ]:
         assert f'name="{name}"\r\n\r\n{value}\r\n'.encode() in request.head
     assert request.head.endswith(b"Content-Type: application/octet-stream\r\n\r\n")
     assert request.tail == f"\r\n--{boundary}--\r\n".encode()
@@ -119,15 +128,24 @@ def test_percentile_is_nearest_rank() -> None:
 
 def test_values_and_ratios_are_formatted_briefly() -> None:
     assert [format_value(v) for v in (None, 0.0, 0.01234, 12.34, 1234.5)] == [
-        "-", "0", "0.0123", "12.3", "1,234"]
+        "-",
+        "0",
+        "0.0123",
+        "12.3",
+        "1,234",
+    ]
     assert format_ratio(50, 1000) == "0.05x"
     assert format_ratio(None, 10) == format_ratio(10, 0) == "-"
 
 
 def test_table_has_ratios_and_judges_targets() -> None:
     figures = {
-        "pywharf": {"project_page_cpu_us": 60.0, "project_page_rps": 5000.0,
-                    "growth_200_cpu_us": 50.0, "growth_20000_cpu_us": 75.0},
+        "pywharf": {
+            "project_page_cpu_us": 60.0,
+            "project_page_rps": 5000.0,
+            "growth_200_cpu_us": 50.0,
+            "growth_20000_cpu_us": 75.0,
+        },
         "nginx": {"project_page_cpu_us": 10.0, "project_page_rps": 80000.0},
         "pypiserver": {"project_page_cpu_us": 12000.0},
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote
 from urllib.parse import urlencode
@@ -15,11 +16,11 @@ from urllib.parse import urlencode
 from pywharf.auth import Permission
 from pywharf.backends import LocalFile
 from pywharf.backends import Redirect
+from pywharf.dists import NormalizedName
 from pywharf.dists import canonicalize_name
 from pywharf.errors import AuthenticationRequired
 from pywharf.errors import BadRequest
 from pywharf.errors import Forbidden
-from pywharf.errors import MethodNotAllowed
 from pywharf.errors import NotFound
 from pywharf.errors import PywharfError
 from pywharf.errors import RequestError
@@ -37,20 +38,22 @@ from pywharf.http import parse_range
 from pywharf.http import prefers_html
 from pywharf.http import read_form
 from pywharf.http import read_form_fields
-from pywharf.index import FileRecord
 from pywharf.login import login_form
 from pywharf.login import login_redirect
 from pywharf.login import logout
 from pywharf.login import submit_login
 from pywharf.pages import Page
+from pywharf.repository import FileDownload
 from pywharf.repository import Repository
+from pywharf.routes import Route
+from pywharf.routes import RouteTable
 from pywharf.session import SESSION_COOKIE
 from pywharf.session import SessionKeys
 from pywharf.session import parse_cookies
 from pywharf.upload import Spools
 from pywharf.upload import receive_upload
 
-__all__ = ["App", "error_response"]
+__all__ = ["ROUTES", "App", "Call", "error_response"]
 
 log = logging.getLogger("pywharf")
 
@@ -111,6 +114,29 @@ def _redirect(location: str, status: int = 301) -> Response:
     return Response(status, [("Location", location), ("Content-Length", "0")], b"")
 
 
+@dataclass(frozen=True)
+class Call:
+    """A request as its handler sees it: path parameters and credentials, parsed once."""
+
+    request: Request
+    params: Mapping[str, str]
+    credentials: tuple[str, str] | None  # RFC 7617 user and password
+    authorized: Repository | None  # the repository the route's permission was granted on
+
+    @property
+    def repository(self) -> Repository:
+        assert self.authorized is not None, "only routes with a permission have a repository"
+        return self.authorized
+
+    @property
+    def secret(self) -> str:
+        """The Basic-auth password: backends such as GitHub act with the caller's own token."""
+        return self.credentials[1] if self.credentials else ""
+
+    def project(self) -> NormalizedName:
+        return canonicalize_name(self.params["project"])
+
+
 class App:
     """Routes requests for a set of repositories, chosen by the Basic-auth username."""
 
@@ -129,55 +155,25 @@ class App:
 
     def handle(self, request: Request) -> Response:
         try:
-            return self._route(request)
+            return self._dispatch(request)
         except Exception as error:  # the one place a failure becomes an answer
             return error_response(error)
 
-    # --- routing -----------------------------------------------------------------------------
+    def _dispatch(self, request: Request) -> Response:
+        found = ROUTES.match(request.method, request.path)
+        credentials = parse_basic_auth(request.header("authorization"))
+        needed = found.route.permission
+        repository = None if needed is None else self._authorized(request, credentials, needed)
+        return found.route.handler(self, Call(request, found.params, credentials, repository))
 
-    def _route(self, request: Request) -> Response:
-        path = request.path
-        if path in ("/simple", "/legacy"):
-            if request.method == "POST":  # never redirect an upload: twine treats 3xx as failure
-                return self._upload(request)
-            return _redirect(path + "/" + _query(request))
-        if path in ("/simple/", "/legacy/"):
-            if request.method == "POST":
-                return self._upload(request)
-            return self._root(request)
-        if path.startswith("/simple/"):
-            return self._simple(request, path[len("/simple/") :].split("/"))
-        if path in ("/login/", "/logout/", "/initialize/"):
-            return self._session_route(request, path)
-        if path.startswith("/api/"):
-            return self._manage(request, path[len("/api/") :].split("/"))
-        if path == "/index_mtime/":
-            repository = self._authorized(request, Permission.READ, _READ)
-            return _text(200, str(repository.index_mtime))
-        if path == "/":
-            return self._home(request)
-        raise NotFound(f"no page at {path}")
-
-    def _simple(self, request: Request, parts: list[str]) -> Response:
-        name = parts[0]
-        if len(parts) == 1 or (len(parts) == 2 and parts[1] == ""):
-            repository = self._authorized(request, Permission.READ, _READ)
-            normalized = canonicalize_name(name)
-            if len(parts) == 1 or normalized != name:  # one hop to the canonical URL
-                return _redirect(f"/simple/{quote(normalized)}/{_query(request)}")
-            return self._project(request, repository, normalized)
-        if len(parts) == 2:
-            repository = self._authorized(request, Permission.READ, _READ)
-            return self._file(request, repository, canonicalize_name(name), parts[1])
-        raise NotFound(f"no page at {request.path}")
+    # --- authorization -----------------------------------------------------------------------
 
     def _authorized(
-        self, request: Request, needed: Permission, methods: tuple[str, ...]
+        self, request: Request, credentials: tuple[str, str] | None, needed: Permission
     ) -> Repository:
         """The repository named by the credentials; 401 before any lookup, so nothing leaks."""
-        credentials = parse_basic_auth(request.header("authorization"))
         if credentials is None:
-            return self._from_session(request, needed, methods)
+            return self._from_session(request, needed)
         user, secret = credentials
         repository = self.repositories.get(user.lower())
         granted = repository.permission(secret, needed) if repository else Permission.NONE
@@ -185,20 +181,16 @@ class App:
             raise AuthenticationRequired("Unknown repository or wrong secret", _REALM)
         if granted < needed:
             raise Forbidden(f"This secret of {repository.name!r} can read but not upload or change")
-        if request.method not in methods:
-            raise MethodNotAllowed(request.method, methods)
         return repository
 
-    def _from_session(
-        self, request: Request, needed: Permission, methods: tuple[str, ...]
-    ) -> Repository:
+    def _from_session(self, request: Request, needed: Permission) -> Repository:
         """A browser's session (read only); a browser without one goes to the login page."""
         cookie = parse_cookies(request.header("cookie")).get(SESSION_COOKIE)
         session = self.sessions.check(cookie) if self.sessions and cookie else None
         repository = self.repositories.get(session.repository) if session else None
         if repository is not None and session and session.epoch != repository.epoch:
             repository = None  # reconfigured since the login: its secrets may have changed
-        if repository is not None and needed is Permission.READ and request.method in methods:
+        if repository is not None and needed is Permission.READ:
             return repository
         if self.sessions and request.method == "GET" and prefers_html(request.header("accept")):
             raise SeeOther(login_redirect(request))
@@ -216,28 +208,27 @@ class App:
             return Permission.NONE, ""
         return repository.permission(secret, Permission.READ), repository.epoch
 
-    def _session_route(self, request: Request, path: str) -> Response:
-        if path == "/initialize/":
-            return self._initialize(request)
+    def _session_keys(self) -> SessionKeys:
         if self.sessions is None:
             raise NotFound("browser login is not enabled")
-        if path == "/logout/":
-            return logout(request)
-        if request.method == "POST":
-            return submit_login(request, self.sessions, self._check_secret)
-        if request.method not in _READ:
-            raise MethodNotAllowed(request.method, (*_READ, "POST"))
-        return login_form(request, self.sessions)
+        return self.sessions
 
-    def _initialize(self, request: Request) -> Response:
+    def login_page(self, call: Call) -> Response:
+        keys = self._session_keys()
+        if call.request.method == "POST":
+            return submit_login(call.request, keys, self._check_secret)
+        return login_form(call.request, keys)
+
+    def logout_page(self, call: Call) -> Response:
+        self._session_keys()
+        return logout(call.request)
+
+    def initialize(self, call: Call) -> Response:
         """The original's run-time reconfiguration, now authorized (see Service)."""
         if self.initializer is None:
             raise NotFound("this server cannot be re-initialized")
-        if request.method != "POST":
-            raise MethodNotAllowed(request.method, ("POST",))
-        credentials = parse_basic_auth(request.header("authorization"))
-        self.initializer.authorize_initialize(credentials[1] if credentials else None)
-        fields = read_form_fields(request)
+        self.initializer.authorize_initialize(call.credentials[1] if call.credentials else None)
+        fields = read_form_fields(call.request)
         if not fields.get("config"):
             raise BadRequest("the form needs a 'config' field (TOML text or a file part)")
         names = self.initializer.initialize(fields["config"], fields.get("admin_secret") or None)
@@ -245,92 +236,118 @@ class App:
 
     # --- pages -------------------------------------------------------------------------------
 
-    def _home(self, request: Request) -> Response:
-        if request.method not in _READ:
-            raise MethodNotAllowed(request.method, _READ)
+    def home(self, call: Call) -> Response:
         return _text(200, "pywharf: a private package index. The index is at /simple/.")
 
-    def _root(self, request: Request) -> Response:
-        repository = self._authorized(request, Permission.READ, _READ)
-        media = negotiate(request.header("accept"), request.query.get("format"))
-        page = repository.renderer.root(repository.index.listing, media == JSON)
-        return _page_response(request, page, media, repository.name)
+    def index_mtime(self, call: Call) -> Response:
+        return _text(200, str(call.repository.index_mtime))
 
-    def _project(self, request: Request, repository: Repository, name: str) -> Response:
-        project = repository.index.project(name)  # type: ignore[arg-type]
-        if project is None and self.extra_index_url:
+    def root_page(self, call: Call) -> Response:
+        media = _media(call.request)
+        page = call.repository.root_page(media == JSON)
+        return _page_response(call.request, page, media, call.repository.name)
+
+    def to_project_page(self, call: Call) -> Response:
+        """One hop to the canonical URL: the trailing slash, the normalized name (PEP 503)."""
+        return _redirect(f"/simple/{quote(call.project())}/{_query(call.request)}")
+
+    def project_page(self, call: Call) -> Response:
+        name = call.project()
+        if name != call.params["project"]:
+            return self.to_project_page(call)
+        media = _media(call.request)
+        page = call.repository.project_page(name, media == JSON)
+        if page is None and self.extra_index_url:
             # Only for projects we lack: a local project is never shadowed by the extra index.
             # 302, not 301: pip caches a 301 forever, and the project may be uploaded later.
             return _redirect(f"{self.extra_index_url}{quote(name)}/", 302)
-        if project is None:
-            raise NotFound(f"project {name!r} is not in repository {repository.name!r}")
-        media = negotiate(request.header("accept"), request.query.get("format"))
-        page = repository.renderer.project(project, media == JSON)
-        return _page_response(request, page, media, repository.name)
+        if page is None:
+            raise NotFound(f"project {name!r} is not in repository {call.repository.name!r}")
+        return _page_response(call.request, page, media, call.repository.name)
 
     # --- files -------------------------------------------------------------------------------
 
-    def _file(
-        self, request: Request, repository: Repository, project: str, filename: str
-    ) -> Response:
-        record = repository.index.file(project, filename)  # type: ignore[arg-type]
-        opener: Callable[[FileRecord], LocalFile | Redirect] = repository.backend.open
-        if record is None and filename.endswith(".metadata"):
-            record = repository.index.file(project, filename.removesuffix(".metadata"))  # type: ignore[arg-type]
-            if record is None or record.metadata_sha256 is None:
-                raise NotFound(f"no metadata for {filename!r}")
-            opener = repository.backend.open_metadata
-            etag = f'"{record.metadata_sha256}"'
-        elif record is None:
-            raise NotFound(f"{filename!r} is not in project {project!r}")
-        else:
-            etag = f'"{record.sha256}"'
-        target = opener(record)
-        if isinstance(target, Redirect):
-            return Response(
-                302, [("Location", target.url), ("Content-Length", "0")], user=repository.name
-            )
-        return _file_response(request, target, etag, record.upload_time, repository.name)
+    def file(self, call: Call) -> Response:
+        download = call.repository.download(call.project(), call.params["filename"])
+        if isinstance(download.target, Redirect):
+            headers = [("Location", download.target.url), ("Content-Length", "0")]
+            return Response(302, headers, user=call.repository.name)
+        return _file_response(call.request, download, call.repository.name)
 
     # --- management: yank, un-yank, delete ---------------------------------------------------
 
-    def _manage(self, request: Request, parts: list[str]) -> Response:
-        """`POST /api/yank|unyank/<project>/<version or filename>` (form field `reason`),
-        `DELETE /api/files/<project>/<filename>`; all need the write secret."""
-        if len(parts) != 3 or parts[0] not in ("yank", "unyank", "files"):
-            raise NotFound(f"no page at {request.path}")
-        action, project, target = parts
-        method = "DELETE" if action == "files" else "POST"
-        repository = self._authorized(request, Permission.WRITE, (method,))
-        secret = _secret(request)
-        if action == "files":
-            changed = repository.delete(canonicalize_name(project), target, secret)
-        else:
-            reason = read_form(request).get("reason", "") if action == "yank" else None
-            changed = repository.yank(canonicalize_name(project), target, reason, secret)
-        response = _text(200, "\n".join(f"{action}: {name}" for name in changed))
-        response.user = repository.name
-        return response
+    def yank(self, call: Call) -> Response:
+        reason = read_form(call.request).get("reason", "")
+        changed = call.repository.yank(call.project(), call.params["target"], reason, call.secret)
+        return _changed(call, "yank", changed)
+
+    def unyank(self, call: Call) -> Response:
+        changed = call.repository.yank(call.project(), call.params["target"], None, call.secret)
+        return _changed(call, "unyank", changed)
+
+    def delete(self, call: Call) -> Response:
+        changed = call.repository.delete(call.project(), call.params["filename"], call.secret)
+        return _changed(call, "files", changed)
 
     # --- uploads -----------------------------------------------------------------------------
 
-    def _upload(self, request: Request) -> Response:
-        repository = self._authorized(request, Permission.WRITE, ("POST",))
-        backend = repository.backend
+    def upload(self, call: Call) -> Response:
+        repository = call.repository
+        limits = repository.upload_limits
         with receive_upload(
-            request, backend.spool_dir, backend.max_file_bytes, self.spools
+            call.request, limits.spool_dir, limits.max_file_bytes, self.spools
         ) as upload:
-            record = repository.store(upload, _secret(request))
+            record = repository.store(upload, call.secret)
         log.info("stored %s in %s", record.filename, repository.name)
         response = _text(200, f"OK: {record.filename}")
         response.user = repository.name
         return response
 
 
-def _secret(request: Request) -> str:
-    """The Basic-auth password of a request that `_authorized` let write."""
-    credentials = parse_basic_auth(request.header("authorization"))
-    return credentials[1] if credentials else ""
+def _to_slash(app: App, call: Call) -> Response:
+    return _redirect(call.request.path + "/" + _query(call.request))
+
+
+_READ = ("GET", "HEAD")
+_POST = ("POST",)
+# The one route table: pattern, methods, handler, the permission the credentials must grant.
+# 404 and 405 depend on the path alone; every route that could reveal a project authenticates
+# (401) before its handler looks anything up.
+ROUTES: RouteTable[Callable[[App, Call], Response]] = RouteTable(
+    [
+        Route("/", _READ, App.home, None),
+        Route("/simple", _READ, _to_slash, None),
+        # Never redirect an upload: twine treats a 3xx as a failure.
+        Route("/simple", _POST, App.upload, Permission.WRITE),
+        Route("/simple/", _READ, App.root_page, Permission.READ),
+        Route("/simple/", _POST, App.upload, Permission.WRITE),
+        Route("/simple/{project}", _READ, App.to_project_page, Permission.READ),
+        Route("/simple/{project}/", _READ, App.project_page, Permission.READ),
+        Route("/simple/{project}/{filename}", _READ, App.file, Permission.READ),
+        # `/legacy/` is PyPI's upload URL; twine and uv users often copy it.
+        Route("/legacy", _READ, _to_slash, None),
+        Route("/legacy", _POST, App.upload, Permission.WRITE),
+        Route("/legacy/", _READ, App.root_page, Permission.READ),
+        Route("/legacy/", _POST, App.upload, Permission.WRITE),
+        Route("/api/yank/{project}/{target}", _POST, App.yank, Permission.WRITE),
+        Route("/api/unyank/{project}/{target}", _POST, App.unyank, Permission.WRITE),
+        Route("/api/files/{project}/{filename}", ("DELETE",), App.delete, Permission.WRITE),
+        Route("/index_mtime/", _READ, App.index_mtime, Permission.READ),
+        Route("/login/", (*_READ, "POST"), App.login_page, None),
+        Route("/logout/", (*_READ, "POST"), App.logout_page, None),
+        Route("/initialize/", _POST, App.initialize, None),
+    ]
+)
+
+
+def _media(request: Request) -> str:
+    return negotiate(request.header("accept"), request.query.get("format"))
+
+
+def _changed(call: Call, action: str, changed: list[str]) -> Response:
+    response = _text(200, "\n".join(f"{action}: {name}" for name in changed))
+    response.user = call.repository.name
+    return response
 
 
 def _matches(header: str | None, etag: str) -> bool:
@@ -359,12 +376,12 @@ def _page_response(request: Request, page: Page, media: str, user: str) -> Respo
     return Response(200, headers, body, user=user)
 
 
-def _file_response(
-    request: Request, target: LocalFile, etag: str, mtime: float, user: str
-) -> Response:
+def _file_response(request: Request, download: FileDownload, user: str) -> Response:
+    target, etag = download.target, download.etag
+    assert isinstance(target, LocalFile)
     headers = [
         ("ETag", etag),
-        ("Last-Modified", http_date(mtime)),
+        ("Last-Modified", http_date(download.last_modified)),
         ("Cache-Control", FILE_CACHE_CONTROL),
         ("Accept-Ranges", "bytes"),
     ]

@@ -1,8 +1,14 @@
-"""A served repository: its backend, its index, its rendered pages and its auth cache."""
+"""A served repository: the façade the app talks to over a backend, an index and its pages.
+
+The app never reaches the backend, the index or the renderer: every question a request asks of a
+repository is a method here.
+"""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from packaging.utils import NormalizedName
@@ -10,6 +16,7 @@ from packaging.utils import NormalizedName
 from pywharf.auth import AuthCache
 from pywharf.auth import Permission
 from pywharf.backends import Backend
+from pywharf.backends import Download
 from pywharf.backends import StagedUpload
 from pywharf.dists import same_version
 from pywharf.errors import DistributionExists
@@ -21,9 +28,25 @@ from pywharf.index import FileRecord
 from pywharf.index import Index
 from pywharf.index import Project
 from pywharf.index import Yank
+from pywharf.pages import Page
 from pywharf.pages import Renderer
 
-__all__ = ["Repository"]
+__all__ = ["FileDownload", "Repository", "UploadLimits"]
+
+
+@dataclass(frozen=True)
+class FileDownload:
+    """Where a file's bytes are, and what validates a cached copy of them."""
+
+    target: Download
+    etag: str  # strong: a filename never holds other bytes (RFC 9110 8.8.3)
+    last_modified: float
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    spool_dir: Path  # on the storage's file system when it is local, so storing is a link
+    max_file_bytes: int
 
 
 class Repository:
@@ -44,6 +67,31 @@ class Repository:
 
     def permission(self, secret: str, needed: Permission) -> Permission:
         return self.auth.permission(secret, needed, self.backend.authorize)
+
+    @property
+    def upload_limits(self) -> UploadLimits:
+        return UploadLimits(self.backend.spool_dir, self.backend.max_file_bytes)
+
+    def root_page(self, json: bool) -> Page:
+        return self.renderer.root(self.index.listing, json)
+
+    def project_page(self, name: NormalizedName, json: bool) -> Page | None:
+        """The project's page, or None when this repository holds no such project."""
+        project = self.index.project(name)
+        return None if project is None else self.renderer.project(project, json)
+
+    def download(self, name: NormalizedName, filename: str) -> FileDownload:
+        """A stored file, or with `.metadata` a wheel's PEP 658 core metadata."""
+        record = self.index.file(name, filename)
+        if record is not None:
+            return FileDownload(self.backend.open(record), f'"{record.sha256}"', record.upload_time)
+        if filename.endswith(".metadata"):
+            record = self.index.file(name, filename.removesuffix(".metadata"))
+            if record is None or record.metadata_sha256 is None:
+                raise NotFound(f"no metadata for {filename!r}")
+            target = self.backend.open_metadata(record)
+            return FileDownload(target, f'"{record.metadata_sha256}"', record.upload_time)
+        raise NotFound(f"{filename!r} is not in project {name!r}")
 
     def sync(self) -> bool:
         """Bring the index up to date with the backend; cheap when nothing changed."""

@@ -16,7 +16,10 @@ import pytest
 from support import REPO
 
 PACKAGE = REPO / "pywharf"
-PURE = ("errors", "dists", "multipart", "http", "simple", "index", "auth", "pages", "metadata")
+PURE = (
+    "errors", "dists", "multipart", "http", "simple", "index", "auth", "pages", "metadata",
+    "routes",
+)  # fmt: skip
 # What a pure module may not touch: the network, servers, processes, signals, file locks.
 SHELL_STDLIB = {
     "socket", "socketserver", "http.server", "http.client", "ssl", "select", "selectors",
@@ -132,6 +135,17 @@ def test_pure_modules_import_only_the_stdlib_packaging_and_each_other(name: str)
 def test_the_app_does_not_know_the_server() -> None:
     assert "pywharf.server" not in imports_of(PACKAGE / "app.py")
     assert "pywharf.cli" not in imports_of(PACKAGE / "app.py")
+
+
+def test_the_app_talks_to_the_repository_facade_only() -> None:
+    """No `repository.backend`, `.index` or `.renderer` in the app: `Repository` answers."""
+    tree = ast.parse((PACKAGE / "app.py").read_text(encoding="utf-8"))
+    reached = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr in ("backend", "index", "renderer")
+    }
+    assert reached == set()
 
 
 @pytest.mark.parametrize("path", sorted((PACKAGE / "backends").glob("*.py")), ids=lambda p: p.name)

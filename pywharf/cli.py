@@ -28,6 +28,9 @@ from pywharf.server import default_access_log
 from pywharf.server import serve
 from pywharf.service import Service
 from pywharf.settings import COMMANDS
+from pywharf.settings import BackendOptions
+from pywharf.settings import ChangeOptions
+from pywharf.settings import ServerOptions
 from pywharf.settings import UsageError
 from pywharf.settings import argv_from_environment
 from pywharf.settings import flag_spelling
@@ -55,33 +58,33 @@ def _synopsis() -> str:
     return "\n".join(lines)
 
 
-def run_server(options: dict[str, Any]) -> int:
+def run_server(options: ServerOptions) -> int:
     logging.basicConfig(
-        level=logging.DEBUG if options["debug"] else logging.INFO,
+        level=logging.DEBUG if options.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     service = Service(options)
-    server = Server((options["host"], options["port"]), service.app, default_access_log())
+    server = Server((options.host, options.port), service.app, default_access_log())
     service.announce(server.server_address[1])
     service.start()
     serve(server, service.stop)
     return 0
 
 
-def _backend_from_flags(options: dict[str, Any]) -> tuple[Backend, str]:
+def _backend_from_flags(options: BackendOptions) -> tuple[Backend, str]:
     """A backend configured by command-line flags, as update_index and yank take them."""
-    section: dict[str, Any] = {"type": options["type"], **options["extra"]}
-    text = tomli_w.dumps({options["name"].lower(): section})
+    section: dict[str, Any] = {"type": options.type, **options.extra}
+    text = tomli_w.dumps({options.name.lower(): section})
     (config,) = parse_repositories(text, "flags", backend_settings)
-    secret = options["secret"]
-    if options["secret_env"]:
-        secret = os.environ.get(options["secret_env"])
+    secret = options.secret
+    if options.secret_env:
+        secret = os.environ.get(options.secret_env)
         if secret is None:
-            raise UsageError(f"environment variable {options['secret_env']} is not set")
-    return create_backend(config, Path(options["root"]).resolve(), secret), secret or ""
+            raise UsageError(f"environment variable {options.secret_env} is not set")
+    return create_backend(config, Path(options.root).resolve(), secret), secret or ""
 
 
-def run_update_index(options: dict[str, Any]) -> int:
+def run_update_index(options: BackendOptions) -> int:
     backend, _ = _backend_from_flags(options)
     try:
         report = backend.rebuild_index()
@@ -93,29 +96,31 @@ def run_update_index(options: dict[str, Any]) -> int:
 
 
 def _change(
-    options: dict[str, Any], act: Callable[[Repository, NormalizedName, str], list[str]]
+    options: ChangeOptions,
+    command: str,
+    act: Callable[[Repository, NormalizedName, str], list[str]],
 ) -> int:
     backend, secret = _backend_from_flags(options)
     try:
         repository = Repository(backend, 0, 0)
         repository.sync()
-        for filename in act(repository, canonicalize_name(options["project"]), secret):
-            print(f"{options['command']}: {filename}")
+        for filename in act(repository, canonicalize_name(options.project), secret):
+            print(f"{command}: {filename}")
     finally:
         backend.close()
     return 0
 
 
-def run_yank(options: dict[str, Any]) -> int:
-    return _change(options, lambda r, p, s: r.yank(p, options["target"], options["reason"], s))
+def run_yank(options: ChangeOptions) -> int:
+    return _change(options, "yank", lambda r, p, s: r.yank(p, options.target, options.reason, s))
 
 
-def run_unyank(options: dict[str, Any]) -> int:
-    return _change(options, lambda r, p, s: r.yank(p, options["target"], None, s))
+def run_unyank(options: ChangeOptions) -> int:
+    return _change(options, "unyank", lambda r, p, s: r.yank(p, options.target, None, s))
 
 
-def run_delete(options: dict[str, Any]) -> int:
-    return _change(options, lambda r, p, s: r.delete(p, options["target"], s))
+def run_delete(options: ChangeOptions) -> int:
+    return _change(options, "delete", lambda r, p, s: r.delete(p, options.target, s))
 
 
 # command -> "module:function", imported when run: the GitHub commands bring urllib3 and ssl,
@@ -131,11 +136,10 @@ RUNNERS = {
 }
 
 
-def _runner(name: str) -> Callable[[dict[str, Any]], int]:
+def _runner(name: str) -> Callable[[Any], int]:
+    """The command's `run_*` function; it takes the command's own options dataclass."""
     module_name, _, function = RUNNERS[name].partition(":")
-    runner: Callable[[dict[str, Any]], int] = getattr(
-        importlib.import_module(module_name), function
-    )
+    runner: Callable[[Any], int] = getattr(importlib.import_module(module_name), function)
     return runner
 
 
@@ -155,9 +159,7 @@ def run(argv: Sequence[str]) -> int:
     if "--help" in argv[1:] or "-h" in argv[1:]:
         print(help_text(command))
         return 0
-    options = parse_flags(command, argv[1:], spelled)
-    options["command"] = command.name
-    return _runner(command.name)(options)
+    return _runner(command.name)(parse_flags(command, argv[1:], spelled))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

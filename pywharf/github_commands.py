@@ -28,6 +28,8 @@ from pywharf.errors import ConfigError
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
 from pywharf.index import Index
+from pywharf.settings import GenGhPagesOptions
+from pywharf.settings import InitPkgRepoOptions
 from pywharf.simple import API_VERSION
 
 __all__ = ["run_gen_gh_pages", "run_init_pkg_repo", "web_url", "workflow_yaml"]
@@ -150,14 +152,14 @@ def _pyz_bytes(option: str) -> bytes:
 # --- init_pkg_repo --------------------------------------------------------------------------------
 
 
-def _create(client: GitHubClient, options: dict[str, Any]) -> Repository:
+def _create(client: GitHubClient, options: InitPkgRepoOptions) -> Repository:
     """A private repository with a first commit, for the token's user or an organization."""
     login = client.get_user().login
-    owner = options["owner"] or login
+    owner = options.owner or login
     description = f"Python packages served by pywharf (created by {login})."
     in_org = owner.lower() != login.lower()
     return client.create_repo(
-        owner if in_org else None, options["repo"], private=True, description=description
+        owner if in_org else None, options.repo, private=True, description=description
     )
 
 
@@ -174,47 +176,47 @@ def _head(client: GitHubClient, repository: Repository) -> str:
     raise AssertionError("unreachable")
 
 
-def _config_text(options: dict[str, Any], owner: str, branch: str) -> str:
-    section: dict[str, Any] = {"type": "github", "owner": owner, "repo": options["repo"]}
+def _config_text(options: InitPkgRepoOptions, owner: str, branch: str) -> str:
+    section: dict[str, Any] = {"type": "github", "owner": owner, "repo": options.repo}
     section.update({"branch": branch} if branch else {})
-    section["index_filename"] = options["index_filename"]
-    section["sync_index_interval"] = options["sync_index_interval"]
-    if options["api_url"] != "https://api.github.com":
-        section["api_url"] = options["api_url"]
+    section["index_filename"] = options.index_filename
+    section["sync_index_interval"] = options.sync_index_interval
+    if options.api_url != "https://api.github.com":
+        section["api_url"] = options.api_url
     secret = {"type": "github", "env": "PYWHARF_GITHUB_TOKEN"}
     return (
         "# The server's repository configuration (--config):\n"
-        + tomli_w.dumps({options["name"]: section})
+        + tomli_w.dumps({options.name: section})
         + "\n# Its admin-secret file (--admin_secret): the server's own token, read access is\n"
         "# enough (it syncs the index and asks GitHub for download URLs):\n"
-        + tomli_w.dumps({options["name"]: secret})
+        + tomli_w.dumps({options.name: secret})
     )
 
 
-def run_init_pkg_repo(options: dict[str, Any]) -> int:
+def run_init_pkg_repo(options: InitPkgRepoOptions) -> int:
     """Create the repository, commit the pyz, the workflow and an empty index; print config."""
-    pages = options["enable_gh_pages"]
-    workflow = workflow_yaml(options["name"], options["branch"], options["index_filename"], pages)
-    if options["dry_run"]:
+    pages = options.enable_gh_pages
+    workflow = workflow_yaml(options.name, options.branch, options.index_filename, pages)
+    if options.dry_run:
         print(workflow)
-        print(_config_text(options, options["owner"] or "<the token's user>", options["branch"]))
+        print(_config_text(options, options.owner or "<the token's user>", options.branch))
         return 0
-    pyz = _pyz_bytes(options["pyz"])  # checked before anything is created
-    with GitHubClient(options["token"], options["api_url"]) as client:
+    pyz = _pyz_bytes(options.pyz)  # checked before anything is created
+    with GitHubClient(options.token, options.api_url) as client:
         repository = _create(client, options)
         owner, name = repository.owner, repository.name
         default = repository.default_branch  # GitHub's choice: main, master, or the org's
-        branch = "" if options["branch"] in ("", default) else options["branch"]
+        branch = "" if options.branch in ("", default) else options.branch
         print(f"created private repository {repository.full_name} (default branch {default})")
         if branch:
             client.create_ref(owner, name, f"refs/heads/{branch}", _head(client, repository))
         client.put_contents(owner, name, PYZ_PATH, pyz, "Add pywharf.pyz for the workflow",
                             branch=default)  # fmt: skip
-        workflow = workflow_yaml(options["name"], branch, options["index_filename"], pages)
+        workflow = workflow_yaml(options.name, branch, options.index_filename, pages)
         client.put_contents(owner, name, WORKFLOW_PATH, workflow.encode(),
                             "Add the update-index workflow", branch=default)  # fmt: skip
         empty = tomli_w.dumps(empty_index().document).encode()
-        client.put_contents(owner, name, options["index_filename"], empty,
+        client.put_contents(owner, name, options.index_filename, empty,
                             "Index file created.", branch=branch or default)  # fmt: skip
         if pages:
             _enable_pages(client, owner, name)
@@ -275,18 +277,18 @@ def write_pages(listed: IndexFile, download_base: str, folder: Path) -> int:
     return len(index)
 
 
-def run_gen_gh_pages(options: dict[str, Any]) -> int:
+def run_gen_gh_pages(options: GenGhPagesOptions) -> int:
     """Static pages for a repository's index (not the index itself: no metadata is published)."""
-    owner, repo = options["owner"], options["repo"]
-    with GitHubClient(options["token"], options["api_url"]) as client:
-        branch = options["branch"] or client.get_repo(owner, repo).default_branch
-        source = f"{owner}/{repo}:{options['index_filename']}"
+    owner, repo = options.owner, options.repo
+    with GitHubClient(options.token, options.api_url) as client:
+        branch = options.branch or client.get_repo(owner, repo).default_branch
+        source = f"{owner}/{repo}:{options.index_filename}"
         try:
-            raw = client.get_contents_raw(owner, repo, options["index_filename"], ref=branch)
+            raw = client.get_contents_raw(owner, repo, options.index_filename, ref=branch)
         except StorageNotFound:
             raw = None
     listed = read_document(raw.data, source) if raw is not None else empty_index()
-    base = f"{web_url(options['api_url'])}/{quote(owner)}/{quote(repo)}/releases/download"
-    count = write_pages(listed, base, Path(options["output_folder"]))
-    print(f"wrote pages for {count} files to {options['output_folder']}")
+    base = f"{web_url(options.api_url)}/{quote(owner)}/{quote(repo)}/releases/download"
+    count = write_pages(listed, base, Path(options.output_folder))
+    print(f"wrote pages for {count} files to {options.output_folder}")
     return 0

@@ -8,7 +8,6 @@ import os
 import secrets
 import threading
 from pathlib import Path
-from typing import Any
 
 import tomli_w
 
@@ -26,6 +25,7 @@ from pywharf.errors import Forbidden
 from pywharf.errors import PywharfError
 from pywharf.repository import Repository
 from pywharf.session import SessionKeys
+from pywharf.settings import ServerOptions
 from pywharf.sync import Syncer
 
 __all__ = ["EMBEDDED_SECRETS", "Service"]
@@ -68,25 +68,25 @@ def _embedded_config(root: Path) -> str:
 class Service:
     """Builds the app from the options and swaps its repositories on `/initialize/`."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: ServerOptions) -> None:
         self.options = options
-        self.root = Path(options["root"]).resolve()
+        self.root = Path(options.root).resolve()
         self._lock = threading.Lock()
-        self.configured = options["config"] is not None
-        as_text = options["config_or_admin_secret_can_be_text"]
-        if self.configured:
-            text, source = _config_text(options["config"], self.root, as_text, "config.toml")
+        self.configured = options.config is not None
+        as_text = options.config_or_admin_secret_can_be_text
+        if options.config is not None:
+            text, source = _config_text(options.config, self.root, as_text, "config.toml")
         else:
             text, source = _embedded_config(self.root), str(self.root / EMBEDDED_SECRETS)
         admin_text = admin_source = None
-        if options["admin_secret"] is not None:
+        if options.admin_secret is not None:
             admin_text, admin_source = _config_text(
-                options["admin_secret"], self.root, as_text, "admin_secret.toml"
+                options.admin_secret, self.root, as_text, "admin_secret.toml"
             )
-        self._sessions = SessionKeys.load(self.root, options["auth_read_expires"])
+        self._sessions = SessionKeys.load(self.root, options.auth_read_expires)
         self.configs, repositories = self._build(text, source, admin_text, admin_source)
         self.app = App(
-            repositories, options["extra_index_url"], initializer=self, sessions=self._sessions
+            repositories, options.extra_index_url, initializer=self, sessions=self._sessions
         )
         self._syncer = Syncer(repositories.values())
 
@@ -103,8 +103,8 @@ class Service:
                 backend = create_backend(config, self.root, admin.get(config.name))
                 repository = Repository(
                     backend,
-                    self.options["auth_read_expires"],
-                    self.options["auth_write_expires"],
+                    self.options.auth_read_expires,
+                    self.options.auth_write_expires,
                     self._sessions.fingerprint(config.type + repr(sorted(config.values.items()))),
                 )
                 repositories[config.name] = repository
@@ -117,11 +117,11 @@ class Service:
 
     def announce(self, port: int) -> None:
         """On the embedded default, print the exact client command lines once."""
-        log.info("listening on %s:%s", self.options["host"], port)
+        log.info("listening on %s:%s", self.options.host, port)
         if self.configured:
             return
         config = self.configs[0]
-        host = self.options["host"]
+        host = self.options.host
         shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
         base = f"http://{shown}:{port}"
         index = f"http://{config.name}:{config['read_secret']}@{shown}:{port}/simple/"
@@ -160,7 +160,7 @@ class Service:
         )
         if fresh:
             return
-        expected = self.options.get("initialize_secret") or ""
+        expected = self.options.initialize_secret
         if not expected:
             raise Forbidden(
                 "this server is configured; --initialize_secret allows re-initialization"

@@ -6,13 +6,29 @@ from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import fields
+from types import MappingProxyType
 from typing import Any
+from typing import Generic
+from typing import TypeVar
 
 from pywharf.config import Setting
 from pywharf.config import coerce_setting
 from pywharf.errors import ConfigError
 
-__all__ = ["COMMANDS", "Command", "UsageError", "argv_from_environment", "parse_flags"]
+__all__ = [
+    "COMMANDS",
+    "BackendOptions",
+    "ChangeOptions",
+    "Command",
+    "GenGhPagesOptions",
+    "InitPkgRepoOptions",
+    "ServerOptions",
+    "UsageError",
+    "argv_from_environment",
+    "parse_flags",
+]
 
 PYPI_SIMPLE = "https://pypi.org/simple/"
 
@@ -21,12 +37,85 @@ class UsageError(ConfigError):
     """Wrong command-line arguments (exit code 2)."""
 
 
+# Each command's flags, parsed once into a frozen value; the flag tables below say how to parse
+# them (type, default, bounds, help) and a test checks that both name the same keys.
+
+
 @dataclass(frozen=True)
-class Command:
+class ServerOptions:
+    root: str
+    config: str | None
+    admin_secret: str | None
+    config_or_admin_secret_can_be_text: bool
+    auth_read_expires: int
+    auth_write_expires: int
+    extra_index_url: str
+    initialize_secret: str
+    debug: bool
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """A backend named on the command line (update_index and the commands that change it)."""
+
+    type: str
+    name: str
+    root: str
+    secret: str | None
+    secret_env: str | None
+    # Any configuration key of the backend, as given (`--owner x`): the backend's own settings
+    # table parses them, as it parses a configuration file.
+    extra: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class ChangeOptions(BackendOptions):
+    """yank, unyank and delete: a file, or a version for all of its files."""
+
+    project: str = ""
+    target: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class InitPkgRepoOptions:
+    name: str
+    token: str
+    repo: str
+    owner: str
+    branch: str
+    index_filename: str
+    sync_index_interval: int
+    enable_gh_pages: bool
+    dry_run: bool
+    pyz: str
+    api_url: str
+
+
+@dataclass(frozen=True)
+class GenGhPagesOptions:
+    name: str
+    token: str
+    owner: str
+    repo: str
+    output_folder: str
+    branch: str
+    index_filename: str
+    api_url: str
+
+
+OptionsT = TypeVar("OptionsT")
+
+
+@dataclass(frozen=True)
+class Command(Generic[OptionsT]):
     name: str
     summary: str
     positionals: tuple[str, ...]
     flags: tuple[Setting, ...]
+    options: type[OptionsT]  # the frozen dataclass `parse_flags` returns
     open_flags: bool = False  # update_index also takes any backend key as a flag
 
 
@@ -53,6 +142,7 @@ SERVER = Command(
         Setting("host", str, "0.0.0.0", "Address to listen on."),
         Setting("port", int, 8888, "Port to listen on.", bounds=(0, 65535)),
     ),
+    ServerOptions,
 )  # fmt: skip
 _BACKEND_FLAGS = (
     Setting("type", str, None, "Backend type, e.g. file_system.", True),
@@ -70,6 +160,7 @@ UPDATE_INDEX = Command(
     "Rebuild a backend's index from what its storage really holds; report what changed.",
     ("type", "name"),
     _BACKEND_FLAGS,
+    BackendOptions,
     open_flags=True,
 )
 YANK = Command(
@@ -77,6 +168,7 @@ YANK = Command(
     "Yank a file or a whole release (PEP 592): installs skip it unless pinned exactly.",
     ("type", "name", "project", "target"),
     (*_BACKEND_FLAGS, *_TARGET, Setting("reason", str, "", "Why, shown to installers.")),
+    ChangeOptions,
     open_flags=True,
 )
 UNYANK = Command(
@@ -84,6 +176,7 @@ UNYANK = Command(
     "Undo a yank of a file or a whole release.",
     ("type", "name", "project", "target"),
     (*_BACKEND_FLAGS, *_TARGET),
+    ChangeOptions,
     open_flags=True,
 )
 DELETE = Command(
@@ -91,6 +184,7 @@ DELETE = Command(
     "Delete one file; its filename can never hold other bytes again.",
     ("type", "name", "project", "target"),
     (*_BACKEND_FLAGS, *_TARGET),
+    ChangeOptions,
     open_flags=True,
 )
 _API_URL = Setting(
@@ -127,6 +221,7 @@ GITHUB_INIT_PKG_REPO = Command(
         Setting("pyz", str, "", "The pywharf.pyz the workflow runs ('': the one running this)."),
         _API_URL,
     ),
+    InitPkgRepoOptions,
 )
 GITHUB_GEN_GH_PAGES = Command(
     "github.gen_gh_pages",
@@ -142,8 +237,9 @@ GITHUB_GEN_GH_PAGES = Command(
         _INDEX_FILENAME,
         _API_URL,
     ),
+    GenGhPagesOptions,
 )
-COMMANDS = {
+COMMANDS: dict[str, Command[Any]] = {
     c.name: c
     for c in (SERVER, UPDATE_INDEX, YANK, UNYANK, DELETE, GITHUB_INIT_PKG_REPO, GITHUB_GEN_GH_PAGES)
 }
@@ -162,8 +258,8 @@ def variable_spelling(key: str) -> str:
 
 
 def parse_flags(
-    command: Command, argv: Sequence[str], spelled: Callable[[str], str] = flag_spelling
-) -> dict[str, Any]:
+    command: Command[OptionsT], argv: Sequence[str], spelled: Callable[[str], str] = flag_spelling
+) -> OptionsT:
     """`--flag value`, `--flag=value`, dashed spellings; bare boolean flags mean true.
 
     `spelled` names a flag in errors: in environment mode, by its variable.
@@ -202,12 +298,12 @@ def parse_flags(
 
 
 def _resolve(
-    command: Command,
+    command: Command[OptionsT],
     known: Mapping[str, Setting],
     raw: dict[str, Any],
     positionals: list[str],
     spelled: Callable[[str], str],
-) -> dict[str, Any]:
+) -> OptionsT:
     if len(positionals) > len(command.positionals):
         raise UsageError(
             f"{command.name}: unexpected argument {positionals[len(command.positionals)]!r}"
@@ -228,8 +324,14 @@ def _resolve(
             )
         else:
             options[setting.key] = setting.default
-    options["extra"] = raw  # backend keys for update_index
-    return options
+    if command.open_flags:
+        options["extra"] = MappingProxyType(raw)  # backend keys, checked by the backend
+    return command.options(**options)
+
+
+def option_keys(command: Command[Any]) -> set[str]:
+    """The keys of the command's options value (a test checks them against its flags)."""
+    return {f.name for f in fields(command.options)} - {"extra"}
 
 
 ENV_PREFIX = "PYWHARF_COMMAND"
@@ -250,7 +352,7 @@ def argv_from_environment(environ: Mapping[str, str]) -> list[str]:
     return argv
 
 
-def help_text(command: Command) -> str:
+def help_text(command: Command[Any]) -> str:
     usage = " ".join(p.upper() for p in command.positionals)
     lines = [f"usage: pywharf {command.name} {usage} [flags]", "", command.summary, "", "flags:"]
     for setting in command.flags:

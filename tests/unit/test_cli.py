@@ -19,7 +19,10 @@ from support import stop
 from support import wait_until_serving
 
 from pywharf.errors import ConfigError
+from pywharf.settings import COMMANDS
 from pywharf.settings import SERVER
+from pywharf.settings import BackendOptions
+from pywharf.settings import option_keys
 from pywharf.settings import parse_flags
 
 TIMEOUT = 20
@@ -113,9 +116,9 @@ SPELLINGS = {
 @pytest.mark.parametrize("argv", SPELLINGS.values(), ids=list(SPELLINGS))
 def test_flag_spellings(argv: list[str]) -> None:
     options = parse_flags(SERVER, argv)
-    assert options["root"] == "r"
-    assert options["port"] == 9001
-    assert options["host"] == "127.0.0.2"
+    assert options.root == "r"
+    assert options.port == 9001
+    assert options.host == "127.0.0.2"
 
 
 @pytest.mark.parametrize(
@@ -129,8 +132,8 @@ def test_flag_spellings(argv: list[str]) -> None:
 )
 def test_dashed_and_underscored_flags_are_one_flag(argv: list[str]) -> None:
     options = parse_flags(SERVER, argv)
-    assert (options["auth_read_expires"], options["auth_write_expires"]) == (5, 6)
-    assert options["extra_index_url"] == ""
+    assert (options.auth_read_expires, options.auth_write_expires) == (5, 6)
+    assert options.extra_index_url == ""
 
 
 @pytest.mark.parametrize(
@@ -146,18 +149,18 @@ def test_dashed_and_underscored_flags_are_one_flag(argv: list[str]) -> None:
 )
 def test_boolean_flags(argv: list[str], debug: bool, as_text: bool) -> None:
     options = parse_flags(SERVER, argv)
-    assert options["debug"] is debug
-    assert options["config_or_admin_secret_can_be_text"] is as_text
+    assert options.debug is debug
+    assert options.config_or_admin_secret_can_be_text is as_text
 
 
 def test_defaults() -> None:
     options = parse_flags(SERVER, ["r"])
-    assert options["auth_read_expires"] == 3600
-    assert options["auth_write_expires"] == 300
-    assert options["host"] == "0.0.0.0"
-    assert options["port"] == 8888
-    assert options["config"] is None
-    assert options["debug"] is False
+    assert options.auth_read_expires == 3600
+    assert options.auth_write_expires == 300
+    assert options.host == "0.0.0.0"
+    assert options.port == 8888
+    assert options.config is None
+    assert options.debug is False
 
 
 @pytest.mark.parametrize(
@@ -291,3 +294,24 @@ def test_a_taken_port_is_one_line_and_no_traceback(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if line.startswith("pywharf: ")]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_each_command_parses_into_its_own_frozen_options(name: str) -> None:
+    """Every flag is a field of the options dataclass; a field without a flag has a default."""
+    command = COMMANDS[name]
+    flags = {s.key for s in command.flags}
+    assert flags <= option_keys(command)
+    for unflagged in option_keys(command) - flags:  # unyank and delete take no --reason
+        assert getattr(parse_flags(command, ["t", "n", "p", "x"]), unflagged) == ""
+    assert command.options.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+def test_backend_keys_given_as_flags_travel_in_extra() -> None:
+    options = parse_flags(COMMANDS["update_index"], ["github", "team", "--owner", "acme"])
+    assert isinstance(options, BackendOptions)
+    assert (options.type, options.name, dict(options.extra)) == (
+        "github",
+        "team",
+        {"owner": "acme"},
+    )

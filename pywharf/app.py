@@ -257,8 +257,9 @@ class App:
             return self.to_project_page(call)
         media = _media(call.request)
         page = call.repository.project_page(name, media == JSON)
-        if page is None and self.extra_index_url:
-            # Only for projects we lack: a local project is never shadowed by the extra index.
+        if page is None and self.extra_index_url and not call.repository.holds(name):
+            # Only for projects we never held: a project whose files were all deleted is still
+            # ours, or pip would install whatever the public index holds under its name.
             # 302, not 301: pip caches a 301 forever, and the project may be uploaded later.
             return _redirect(f"{self.extra_index_url}{quote(name)}/", 302)
         if page is None:

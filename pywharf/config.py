@@ -5,6 +5,7 @@ Every error names the file and the dotted key. Secrets come only from a file or 
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -67,6 +68,8 @@ class AdminSecrets:
         return self.by_name.get(name.lower())
 
 
+# A name becomes a folder under ROOT and a Basic-auth username: no separators, no `..`.
+REPOSITORY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -122,6 +125,11 @@ def _sections(document: dict[str, Any], source: str) -> dict[str, dict[str, Any]
     for name, section in document.items():
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: {name!r} must be a [section], not a plain key")
+        if not REPOSITORY_NAME.match(name):
+            raise ConfigError(
+                f"{source}: [{name}]: a repository name is 1 to 64 letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit (it names a folder and a username)"
+            )
         if name.lower() in sections:
             raise ConfigError(f"{source}: [{name}] repeats a repository name (names ignore case)")
         if not isinstance(section.get("type"), str):

@@ -144,6 +144,9 @@ class Index:
         self._lock = threading.Lock()
         self._projects: dict[NormalizedName, Project] = {}
         self._deleted: dict[str, str] = {}  # filename -> sha256: never reused with other bytes
+        # Projects with a tombstone: held here even with no file left, so never looked up
+        # elsewhere (an extra index would serve whatever the public one holds under the name).
+        self._tombstoned: set[NormalizedName] = set()
         self.listing = Listing(())
         self.changed_at = 0.0
         self.apply([Add(r) for r in records])
@@ -157,6 +160,15 @@ class Index:
 
     def deleted_sha256(self, filename: str) -> str | None:
         return self._deleted.get(filename)
+
+    def holds(self, name: NormalizedName) -> bool:
+        """Whether the project is this repository's: it has files, or had them deleted."""
+        return name in self._projects or name in self._tombstoned
+
+    @property
+    def pristine(self) -> bool:
+        """Nothing was ever stored: no file and no tombstone."""
+        return not self._projects and not self._deleted
 
     def __len__(self) -> int:
         return sum(len(p.files) for p in self._projects.values())
@@ -177,6 +189,7 @@ class Index:
         with self._lock:
             touched: dict[NormalizedName, dict[str, FileRecord]] = {n: {} for n in self._projects}
             self._deleted = {}
+            self._tombstoned = set()
             for event in events:
                 self._apply_one(event, touched)
             return self._commit(touched)
@@ -204,6 +217,7 @@ class Index:
             sha256 = existing.sha256 if existing else event.sha256
             if sha256:
                 self._deleted[event.filename] = sha256
+                self._tombstoned.add(event.project)
             files.pop(event.filename, None)
         elif existing is not None:
             files[event.filename] = existing._replace(yanked=event.reason)

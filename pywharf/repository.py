@@ -76,9 +76,17 @@ class Repository:
         return self.renderer.root(self.index.listing, json)
 
     def project_page(self, name: NormalizedName, json: bool) -> Page | None:
-        """The project's page, or None when this repository holds no such project."""
+        """The project's page, or None when it has no file here (see `holds`)."""
         project = self.index.project(name)
         return None if project is None else self.renderer.project(project, json)
+
+    def holds(self, name: NormalizedName) -> bool:
+        """Whether the project is this repository's, even with every file deleted."""
+        return self.index.holds(name)
+
+    @property
+    def pristine(self) -> bool:
+        return self.index.pristine
 
     def download(self, name: NormalizedName, filename: str) -> FileDownload:
         """A stored file, or with `.metadata` a wheel's PEP 658 core metadata."""

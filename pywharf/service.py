@@ -151,12 +151,14 @@ class Service:
     def authorize_initialize(self, password: str | None) -> None:
         """Anyone may configure a fresh server; after that only the initialize secret may.
 
-        Fresh: started without --config, never initialized, and holding no package (the
-        seed's GitHub Actions recipe). Otherwise the password must equal --initialize_secret,
-        and without one re-initialization is off.
+        Fresh: started without --config, never initialized (no `config.toml` in ROOT), and
+        nothing ever stored, not even a file since deleted (the seed's GitHub Actions recipe).
+        Otherwise the password must equal --initialize_secret; without one it is off.
         """
-        fresh = not self.configured and all(
-            len(r.index) == 0 for r in self.app.repositories.values()
+        fresh = (
+            not self.configured
+            and not (self.root / "config.toml").exists()
+            and all(r.pristine for r in self.app.repositories.values())
         )
         if fresh:
             return

@@ -27,6 +27,7 @@ __all__ = [
     "Setting",
     "coerce",
     "coerce_setting",
+    "is_secret_key",
     "load_toml",
     "parse_admin_secrets",
     "parse_repositories",
@@ -71,38 +72,53 @@ class AdminSecrets:
 # A name becomes a folder under ROOT and a Basic-auth username: no separators, no `..`.
 REPOSITORY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _TRUE = {"true", "1", "yes", "on"}
+# ASCII only: int() and float() also take other scripts' digits ("²", "٣"), which no TOML,
+# flag or environment value means; "inf" and "nan" are not numbers of seconds or bytes.
+_NUMBER = {
+    int: re.compile(r"[+-]?[0-9]+\Z"),
+    float: re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z"),
+}
 _FALSE = {"false", "0", "no", "off"}
 
 
-def coerce(value: Any, kind: type, where: str) -> Any:
-    """A TOML, flag or environment value as `kind`; strings are parsed, others type-checked."""
+def coerce(value: Any, kind: type, where: str, hidden: bool = False) -> Any:
+    """A TOML, flag or environment value as `kind`; strings are parsed, others type-checked.
+
+    `hidden`: the value is a secret, so an error names only its key, never the value.
+    """
     if isinstance(value, str) and kind is not str:
         text = value.strip().lower()
         if kind is bool and text in _TRUE | _FALSE:
             return text in _TRUE
-        try:
-            return kind(text) if kind in (int, float) else _wrong(value, kind, where)
-        except ValueError:
-            _wrong(value, kind, where)
+        number = _NUMBER.get(kind)
+        if number is not None and number.match(text):
+            return kind(text)
+        _wrong(value, kind, where, hidden)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        _wrong(value, kind, where)
+        _wrong(value, kind, where, hidden)
     return value
+
+
+def is_secret_key(key: str) -> bool:
+    """Keys whose values are credentials: their values never appear in an error or a log."""
+    return key.endswith(("secret", "token")) or key == "raw"
 
 
 def coerce_setting(value: Any, setting: Setting, where: str) -> Any:
     """`coerce`, then the setting's bounds."""
-    result = coerce(value, setting.type, where)
+    result = coerce(value, setting.type, where, is_secret_key(setting.key))
     if setting.bounds and not setting.bounds[0] <= result <= setting.bounds[1]:
         low, high = setting.bounds
         raise ConfigError(f"{where}: {value!r} is not between {low} and {high}")
     return result
 
 
-def _wrong(value: Any, kind: type, where: str) -> Any:
+def _wrong(value: Any, kind: type, where: str, hidden: bool) -> Any:
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    raise ConfigError(f"{where}: {value!r} is not {names.get(kind, kind.__name__)}")
+    shown = f"a {type(value).__name__} value" if hidden else repr(value)
+    raise ConfigError(f"{where}: {shown} is not {names.get(kind, kind.__name__)}")
 
 
 def load_toml(text: str, source: str) -> dict[str, Any]:
@@ -182,7 +198,7 @@ def parse_admin_secrets(text: str, source: str, environ: Mapping[str, str]) -> A
         if has_raw == has_env:
             raise ConfigError(f"{source}: {name}: give exactly one of raw or env")
         if has_raw:
-            secrets[name] = coerce(section["raw"], str, f"{source}: {name}.raw")
+            secrets[name] = coerce(section["raw"], str, f"{source}: {name}.raw", hidden=True)
             continue
         variable = coerce(section["env"], str, f"{source}: {name}.env")
         if variable not in environ:

@@ -21,6 +21,7 @@ from pywharf.config import parse_repositories
 from pywharf.config import read_text
 from pywharf.errors import AuthenticationRequired
 from pywharf.errors import BadRequest
+from pywharf.errors import ConfigError
 from pywharf.errors import Forbidden
 from pywharf.errors import PywharfError
 from pywharf.repository import Repository
@@ -37,9 +38,14 @@ EMBEDDED_SECRETS = "embedded-secrets.toml"
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (0600): it holds secrets."""
+    """Write a file only its owner can read (0600): it holds secrets.
+
+    `fchmod`, because `O_CREAT`'s mode applies only to a new file: a `config.toml` left 0644
+    by hand (or by an older version) must not stay readable to all.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         file.write(text)
 
@@ -53,16 +59,34 @@ def _config_text(value: str, root: Path, as_text: bool, filename: str) -> tuple[
     return value, f"{filename} (from the command line)"
 
 
-def _embedded_config(root: Path) -> str:
-    """One file_system repository `local`; its secrets are made once and kept in ROOT (0600)."""
+def _embedded_config(root: Path) -> tuple[str, bool]:
+    """One file_system repository `local`; its secrets are made once and kept in ROOT (0600).
+
+    Also whether they were made just now: only then are they printed.
+    """
     path = root / EMBEDDED_SECRETS
     if path.exists():
-        return read_text(path)
+        return read_text(path), False
     section = {"type": "file_system", "read_secret": secrets.token_urlsafe(24),
                "write_secret": secrets.token_urlsafe(24)}  # fmt: skip
     text = tomli_w.dumps({EMBEDDED_NAME: section})
     write_private(path, text)
-    return text
+    return text, True
+
+
+def _initialize_secret(options: ServerOptions) -> str:
+    """--initialize_secret, or its file or environment form (which keep it out of `ps`)."""
+    if options.initialize_secret_file:
+        lines = read_text(Path(options.initialize_secret_file)).splitlines()
+        return lines[0].strip() if lines else ""
+    if options.initialize_secret_env:
+        value = os.environ.get(options.initialize_secret_env)
+        if value is None:
+            raise ConfigError(
+                f"--initialize_secret_env: variable {options.initialize_secret_env} is not set"
+            )
+        return value
+    return options.initialize_secret
 
 
 class Service:
@@ -73,11 +97,14 @@ class Service:
         self.root = Path(options.root).resolve()
         self._lock = threading.Lock()
         self.configured = options.config is not None
+        self._new_secrets = False
+        self._initialize_secret = _initialize_secret(options)
         as_text = options.config_or_admin_secret_can_be_text
         if options.config is not None:
             text, source = _config_text(options.config, self.root, as_text, "config.toml")
         else:
-            text, source = _embedded_config(self.root), str(self.root / EMBEDDED_SECRETS)
+            text, self._new_secrets = _embedded_config(self.root)
+            source = str(self.root / EMBEDDED_SECRETS)
         admin_text = admin_source = None
         if options.admin_secret is not None:
             admin_text, admin_source = _config_text(
@@ -124,6 +151,14 @@ class Service:
         host = self.options.host
         shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
         base = f"http://{shown}:{port}"
+        kept = self.root / EMBEDDED_SECRETS
+        if not self._new_secrets:  # a secret printed on every start ends up in every log
+            print(
+                f"pywharf: serving the embedded repository {config.name!r} at {base}/simple/\n"
+                f"  its secrets are in {kept}",
+                flush=True,
+            )
+            return
         index = f"http://{config.name}:{config['read_secret']}@{shown}:{port}/simple/"
         print(
             f"pywharf: serving the embedded repository {config.name!r} at {base}/simple/\n"
@@ -131,7 +166,7 @@ class Service:
             f"  uv pip install --index-url {index} PROJECT\n"
             f"  twine upload --repository-url {base}/simple/ -u {config.name} "
             f"-p {config['write_secret']} dist/*\n"
-            f"  (secrets are kept in {EMBEDDED_SECRETS} in ROOT)",
+            f"  (printed on this first start only; the secrets are kept in {kept})",
             flush=True,
         )
 
@@ -162,7 +197,7 @@ class Service:
         )
         if fresh:
             return
-        expected = self.options.initialize_secret
+        expected = self._initialize_secret
         if not expected:
             raise Forbidden(
                 "this server is configured; --initialize_secret allows re-initialization"

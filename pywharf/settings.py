@@ -51,6 +51,8 @@ class ServerOptions:
     auth_write_expires: int
     extra_index_url: str
     initialize_secret: str
+    initialize_secret_file: str
+    initialize_secret_env: str
     debug: bool
     host: str
     port: int
@@ -137,7 +139,12 @@ SERVER = Command(
         Setting("extra_index_url", str, PYPI_SIMPLE,
                 "Index to redirect to for projects this one lacks; '' disables it."),
         Setting("initialize_secret", str, "",
-                "Password that allows POST /initialize/ once the server is configured."),
+                "Password that allows POST /initialize/ once the server is configured "
+                "(visible in ps: prefer the _file or _env form)."),
+        Setting("initialize_secret_file", str, "",
+                "File holding the initialize secret (its first line)."),
+        Setting("initialize_secret_env", str, "",
+                "Name of the environment variable holding the initialize secret."),
         Setting("debug", bool, False, "Log at debug level."),
         Setting("host", str, "0.0.0.0", "Address to listen on."),
         Setting("port", int, 8888, "Port to listen on.", bounds=(0, 65535)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -10,6 +11,7 @@ from factory import make_wheel
 from support import CONFIG
 from support import WRITE
 from support import ServerProcess
+from support import run_pyz
 from support import start_pyz
 from support import stop
 from support_upload import upload
@@ -87,5 +89,69 @@ def test_a_deleted_project_is_not_sent_to_the_extra_index(pyz: Path, tmp_path: P
         # A project this index never held still goes to the extra index (the original's meaning).
         status, headers, _ = live.request("GET", "/simple/never-here/")
         assert status == 302 and headers["location"] == "https://pypi.org/simple/never-here/"
+    finally:
+        stop(server)
+
+
+def test_a_configuration_error_never_shows_a_secret(pyz: Path, tmp_path: Path) -> None:
+    config = tmp_path / "repos.toml"
+    config.write_text(CONFIG.replace('read_secret = "read-secret"', "read_secret = 31415926535897"))
+    result = run_pyz(pyz, "server", str(tmp_path / "root"), "--config", str(config))
+    assert result.returncode == 2
+    assert "local.read_secret" in result.stderr and "is not a string" in result.stderr
+    assert "31415926535897" not in result.stderr + result.stdout
+
+
+def test_the_initialize_secret_can_come_from_the_environment(pyz: Path, tmp_path: Path) -> None:
+    config = tmp_path / "repos.toml"
+    config.write_text(CONFIG)
+    env = {**os.environ, "INIT_SECRET": "from-the-environment"}
+    args = ("--config", str(config), "--initialize_secret_env", "INIT_SECRET")
+    server = start_pyz(pyz, tmp_path / "root", *args, env=env)
+    try:
+        body = urlencode({"config": CONFIG}).encode()
+        headers = {"Content-Type": FORM}
+        status, _, _ = server.live.request(
+            "POST", "/initialize/", body, headers, auth=("admin", "from-the-environment")
+        )
+        assert status == 200
+        status, _, _ = server.live.request(
+            "POST", "/initialize/", body, headers, auth=("admin", "INIT_SECRET")
+        )
+        assert status == 403
+        assert "from-the-environment" not in Path(f"/proc/{server.process.pid}/cmdline").read_text()
+    finally:
+        stop(server)
+
+
+def test_the_embedded_secrets_are_printed_on_the_first_start_only(
+    pyz: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    first = start_pyz(pyz, root)
+    stop(first)
+    write = embedded_secrets(root)["write_secret"]
+    assert write in first.output()
+    second = start_pyz(pyz, root)
+    stop(second)
+    assert write not in second.output()
+    assert "embedded-secrets.toml" in second.output()
+
+
+def test_initialize_makes_a_world_readable_config_private(pyz: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "config.toml").write_text(CONFIG)
+    (root / "config.toml").chmod(0o644)  # as an operator's `cp` or an older version left it
+    secret_file = tmp_path / "init-secret"
+    secret_file.write_text("s3cret\n")
+    args = ("--config", str(root / "config.toml"), "--initialize_secret_file", str(secret_file))
+    server = start_pyz(pyz, root, *args)
+    try:
+        body = urlencode({"config": CONFIG}).encode()
+        headers = {"Content-Type": FORM}
+        status, _, _ = server.live.request("POST", "/initialize/", body, headers, ("a", "s3cret"))
+        assert status == 200
+        assert (root / "config.toml").stat().st_mode & 0o777 == 0o600
     finally:
         stop(server)

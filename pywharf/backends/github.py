@@ -35,17 +35,21 @@ from urllib.parse import quote
 import tomli_w
 
 from pywharf.auth import Permission
+from pywharf.backends import BackendType
 from pywharf.backends import IndexUpdate
 from pywharf.backends import LocalFile
 from pywharf.backends import Redirect
 from pywharf.backends import RepairReport
 from pywharf.backends import StagedUpload
+from pywharf.backends.events import diff_events
+from pywharf.backends.events import repair_report
+from pywharf.backends.events import tombstone
+from pywharf.backends.events import tombstone_events
 from pywharf.backends.github_layout import IndexFile
 from pywharf.backends.github_layout import Location
 from pywharf.backends.github_layout import add_entry
 from pywharf.backends.github_layout import build_document
 from pywharf.backends.github_layout import content_type_of
-from pywharf.backends.github_layout import diff_events
 from pywharf.backends.github_layout import empty_index
 from pywharf.backends.github_layout import find_assets
 from pywharf.backends.github_layout import parse_document
@@ -53,11 +57,8 @@ from pywharf.backends.github_layout import published_file
 from pywharf.backends.github_layout import read_document
 from pywharf.backends.github_layout import release_body
 from pywharf.backends.github_layout import remove_entry
-from pywharf.backends.github_layout import repair_report
 from pywharf.backends.github_layout import same_document
 from pywharf.backends.github_layout import set_yank
-from pywharf.backends.github_layout import tombstone
-from pywharf.backends.github_layout import tombstone_events
 from pywharf.backends.github_layout import with_yank
 from pywharf.clients.github import GitHubClient
 from pywharf.clients.github_models import Release
@@ -401,10 +402,10 @@ class GitHubBackend:
 
     # --- yank and delete -----------------------------------------------------------------------
 
-    def record(self, event: Event, credential: str) -> None:
+    def apply_change(self, event: Event, credential: str) -> None:
         """Yank: the release body and the index; delete: the release, its tag, the index."""
         if isinstance(event, Add):
-            raise StorageError("an Add is recorded by put()")
+            raise StorageError("an Add is stored by put()")
         client = self._as(credential)
         filename = event.filename
         if isinstance(event, Yank):
@@ -597,3 +598,6 @@ class GitHubBackend:
 
     def close(self) -> None:
         self._api.close()
+
+
+_: BackendType = GitHubBackend  # mypy --strict checks the class against the contract

@@ -369,7 +369,7 @@ def test_a_deleted_filename_refuses_other_bytes_even_unsynced(
     github: FakeGitHub, backend: GitHubBackend, twin: GitHubBackend, sdist: Path, tmp_path: Path
 ) -> None:
     record = put(backend, sdist)
-    backend.record(Delete(record.project, record.filename), WRITE_TOKEN)
+    backend.apply_change(Delete(record.project, record.filename), WRITE_TOKEN)
     other = tmp_path / "other"
     other.mkdir()
     impostor = make_sdist(other, "demo-pkg", "1.0", requires_python=">=3")
@@ -528,7 +528,7 @@ def test_yank_is_kept_in_the_release_body_and_the_index(
     github: FakeGitHub, backend: GitHubBackend, sdist: Path
 ) -> None:
     record = put(backend, sdist)
-    backend.record(Yank(record.project, record.filename, "broken"), WRITE_TOKEN)
+    backend.apply_change(Yank(record.project, record.filename, "broken"), WRITE_TOKEN)
     (release,) = releases(github)
     assert load_toml(release.body, "body")["yanked"] == "broken"
     assert index_toml(github)["pkgs"][0]["meta"]["yanked"] == "broken"
@@ -539,7 +539,7 @@ def test_delete_removes_the_release_and_its_tag_and_leaves_a_tombstone(
     github: FakeGitHub, backend: GitHubBackend, sdist: Path
 ) -> None:
     record = put(backend, sdist)
-    backend.record(Delete(record.project, record.filename), WRITE_TOKEN)
+    backend.apply_change(Delete(record.project, record.filename), WRITE_TOKEN)
     assert releases(github) == []
     repo = github.world.repo(OWNER, REPO)
     assert repo is not None and sdist.name not in repo.tags
@@ -555,7 +555,7 @@ def test_a_deleted_file_is_no_longer_redirected_to(
 ) -> None:
     record = put(backend, sdist)
     assert isinstance(backend.open(record), Redirect)  # its signed URL is now reused
-    backend.record(Delete(record.project, record.filename), WRITE_TOKEN)
+    backend.apply_change(Delete(record.project, record.filename), WRITE_TOKEN)
     with pytest.raises(StorageNotFound):
         backend.open(record)
 

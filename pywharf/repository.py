@@ -129,7 +129,7 @@ class Repository:
 
     def change(self, event: Event, credential: str) -> None:
         """Persist a yank or delete, then show it."""
-        self.backend.record(event, credential)
+        self.backend.apply_change(event, credential)
         self.index.apply([event])
 
     def _project(self, name: NormalizedName) -> Project:

@@ -9,9 +9,11 @@ failures (an `OSError`, a GitHub 404) to `StorageError` subclasses at its edge.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from typing import Protocol
 from typing import Union
@@ -26,6 +28,7 @@ from pywharf.index import FileRecord
 __all__ = [
     "BACKEND_TYPES",
     "Backend",
+    "BackendType",
     "Download",
     "IndexUpdate",
     "LocalFile",
@@ -33,7 +36,9 @@ __all__ = [
     "RepairReport",
     "StagedUpload",
     "backend_class",
+    "backend_settings",
     "create_backend",
+    "register_backend",
 ]
 
 
@@ -90,11 +95,23 @@ class RepairReport:
 class Backend(Protocol):
     """One repository's storage. Implementations are thread-safe."""
 
-    name: str
-    max_file_bytes: int
-    sync_index_interval: float
-    spool_dir: Path  # where uploads are staged: on the same file system as storage if local
-    auth_checks_per_second: float | None  # None: `authorize` is free, no rate bound needed
+    # Read-only members, so a plain attribute or a class constant of a narrower type fits.
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def max_file_bytes(self) -> int: ...
+
+    @property
+    def sync_index_interval(self) -> float: ...
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where uploads are staged: on the same file system as the storage, if it is local."""
+
+    @property
+    def auth_checks_per_second(self) -> float | None:
+        """How many `authorize` calls per second the auth cache allows (None: they are free)."""
 
     def authorize(self, secret: str) -> Permission: ...
 
@@ -107,8 +124,8 @@ class Backend(Protocol):
         `credential` is the uploader's secret: a backend such as GitHub acts with it.
         """
 
-    def record(self, event: Event, credential: str) -> None:
-        """Persist a yank or delete (and remove a deleted file)."""
+    def apply_change(self, event: Event, credential: str) -> None:
+        """Persist a yank or delete (and remove a deleted file); an Add is `put`'s."""
 
     def open(self, record: FileRecord) -> Download: ...
 
@@ -120,14 +137,44 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-# type name -> "module:Class". Imported lazily; built-in backends register as a third party would.
-BACKEND_TYPES = {
-    "file_system": "pywharf.backends.file_system:FileSystemBackend",
-    "github": "pywharf.backends.github:GitHubBackend",
-}
+class BackendType(Protocol):
+    """A backend class: its settings table, and a constructor every backend shares.
+
+    `root` is the server's ROOT (local state lives under `ROOT/cache/<name>/`); `admin_secret`
+    is the server's own credential for the backend (None: it has none).
+    """
+
+    @property
+    def SETTINGS(self) -> tuple[Setting, ...]:
+        """The backend's configuration keys: validation, `--help` and the docs read them."""
+
+    def __call__(
+        self, config: RepositoryConfig, root: Path, admin_secret: str | None
+    ) -> Backend: ...
 
 
-def backend_class(type_name: str, where: str) -> Any:
+_registry: dict[str, str] = {}
+# type name -> "module:Class", read-only. Imported lazily, when a repository of the type is built.
+BACKEND_TYPES: Mapping[str, str] = MappingProxyType(_registry)
+
+
+def register_backend(type_name: str, target: str) -> None:
+    """Make `type = "<type_name>"` build `target` ("package.module:Class"), imported lazily."""
+    module_name, _, class_name = target.partition(":")
+    if not module_name or not class_name.isidentifier():
+        raise ValueError(f"backend {type_name!r}: {target!r} is not 'module:Class'")
+    if _registry.get(type_name, target) != target:
+        raise ValueError(f"backend type {type_name!r} is already {_registry[type_name]!r}")
+    _registry[type_name] = target
+
+
+# The built-in backends register exactly as a third party's would.
+register_backend("file_system", "pywharf.backends.file_system:FileSystemBackend")
+register_backend("github", "pywharf.backends.github:GitHubBackend")
+register_backend("memory", "pywharf.backends.memory:MemoryBackend")
+
+
+def backend_class(type_name: str, where: str) -> BackendType:
     target = BACKEND_TYPES.get(type_name)
     if target is None:
         known = ", ".join(sorted(BACKEND_TYPES))
@@ -136,16 +183,20 @@ def backend_class(type_name: str, where: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ConfigError(f"{where}: backend {type_name!r} cannot load: {error}") from None
-    return getattr(module, class_name)
+        missing = error.name or module_name
+        raise ConfigError(
+            f"{where}: backend type {type_name!r} needs {missing!r}, which cannot be imported "
+            f"({error}); install the package that provides it"
+        ) from None
+    cls: BackendType | None = getattr(module, class_name, None)
+    if cls is None:
+        raise ConfigError(f"{where}: backend type {type_name!r}: {target!r} does not exist")
+    return cls
 
 
 def backend_settings(type_name: str, where: str) -> tuple[Setting, ...]:
-    settings: tuple[Setting, ...] = backend_class(type_name, where).SETTINGS
-    return settings
+    return backend_class(type_name, where).SETTINGS
 
 
 def create_backend(config: RepositoryConfig, root: Path, admin_secret: str | None) -> Backend:
-    cls = backend_class(config.type, config.source)
-    backend: Backend = cls(config, root, admin_secret)
-    return backend
+    return backend_class(config.type, config.source)(config, root, admin_secret)

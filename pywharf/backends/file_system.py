@@ -15,10 +15,8 @@ journal under the exclusive lock, and the new inode tells readers to reload it w
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,10 +27,15 @@ import tomli_w
 
 from pywharf.auth import Permission
 from pywharf.auth import secret_matches
+from pywharf.backends import BackendType
 from pywharf.backends import IndexUpdate
 from pywharf.backends import LocalFile
 from pywharf.backends import RepairReport
 from pywharf.backends import StagedUpload
+from pywharf.backends.atomic import fsync_directory
+from pywharf.backends.atomic import write_atomically
+from pywharf.backends.events import rescanned_events
+from pywharf.backends.hashing import sha256_of_file
 from pywharf.config import RepositoryConfig
 from pywharf.config import Setting
 from pywharf.config import load_toml
@@ -47,7 +50,6 @@ from pywharf.index import Add
 from pywharf.index import Delete
 from pywharf.index import Event
 from pywharf.index import FileRecord
-from pywharf.index import Index
 from pywharf.index import Yank
 from pywharf.index import event_from_json
 from pywharf.index import event_to_json
@@ -75,31 +77,8 @@ SETTINGS = (
     ),
 )
 _PRIVATE = ".pywharf"
-_HASH_CHUNK = 1 << 20
 _PARSE_BATCH_LINES = 64  # measured: fastest, and the least memory left fragmented
 _SUFFIXES = (".whl", *SDIST_SUFFIXES)
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class FileSystemBackend:
@@ -210,7 +189,7 @@ class FileSystemBackend:
             raise StorageError(f"cannot store {record.filename!r}: {error}") from None
         try:
             self._write_sidecars(destination, upload)
-            _fsync_directory(destination.parent)
+            fsync_directory(destination.parent)
             self._append(Add(record))
         except OSError as error:
             destination.unlink(missing_ok=True)
@@ -226,9 +205,7 @@ class FileSystemBackend:
 
     def _write_sidecars(self, destination: Path, upload: StagedUpload) -> None:
         if upload.metadata is not None:
-            _write_atomically(
-                destination.with_name(destination.name + ".metadata"), upload.metadata
-            )
+            write_atomically(destination.with_name(destination.name + ".metadata"), upload.metadata)
         self._write_meta(destination, upload.record, upload.form)
 
     def _write_meta(self, destination: Path, record: FileRecord, form: dict[str, str]) -> None:
@@ -236,13 +213,13 @@ class FileSystemBackend:
         # record's own fields so a rescan rebuilds exactly what the journal said.
         meta: dict[str, Any] = {**form, "distrib": record.project, "sha256": record.sha256}
         meta["pywharf"] = record.to_json()
-        _write_atomically(
+        write_atomically(
             destination.with_name(destination.name + ".meta"), tomli_w.dumps(meta).encode()
         )
 
-    def record(self, event: Event, credential: str) -> None:
+    def apply_change(self, event: Event, credential: str) -> None:
         if isinstance(event, Add):
-            raise StorageError("an Add is recorded by put()")
+            raise StorageError("an Add is stored by put()")
         path = self.storage / event.project / event.filename
         try:
             if isinstance(event, Delete):
@@ -318,11 +295,11 @@ class FileSystemBackend:
             filename=path.name,
             project=distribution.project,
             version=distribution.version,
-            sha256=sha256 if isinstance(sha256, str) else _sha256_of(path),
+            sha256=sha256 if isinstance(sha256, str) else sha256_of_file(path),
             size=size,
             upload_time=mtime,
             requires_python=requires_python if isinstance(requires_python, str) else None,
-            metadata_sha256=_sha256_of(metadata) if metadata.exists() else None,
+            metadata_sha256=sha256_of_file(metadata) if metadata.exists() else None,
         )
 
     def _extract_metadata(self, path: Path, distribution: Distribution, target: Path) -> None:
@@ -331,7 +308,7 @@ class FileSystemBackend:
             core = read_wheel_metadata(path, distribution)
         except PywharfError:
             return  # a malformed wheel is still listed, without metadata
-        _write_atomically(target, core.raw)
+        write_atomically(target, core.raw)
 
     def _stored_files(self) -> Iterator[Path]:
         for project in sorted(self.storage.iterdir()):
@@ -344,44 +321,33 @@ class FileSystemBackend:
     def rebuild_index(self) -> RepairReport:
         """Rescan the storage, rewrite the journal from it, and say what changed."""
         with self._locked(exclusive=True):
-            before = Index()
-            deleted: dict[str, Delete] = {}
-            if self._journal.exists():
-                update = self.read_index(None)
-                events = update.events if update else ()
-                before.apply(events)
-                deleted = {e.filename: e for e in events if isinstance(e, Delete)}
-            report = RepairReport()
-            found = []
-            locations = {}
-            for found_at in self._stored_files():
-                record = self._record_from_disk(found_at)
-                path = self._in_project_folder(found_at, record) if record else None
-                if record is None or path is None:
-                    continue
-                if path != found_at:
-                    report.repaired.append(f"{record.filename} (moved into {record.project}/)")
-                found.append(record)
-                locations[record.filename] = {"package_path": str(path)}
-                known = before.file(record.project, record.filename)
-                if known is None:
-                    report.added.append(record.filename)
-                elif known != record:
-                    report.repaired.append(record.filename)
-            names = {r.filename for r in found}
-            report.removed = sorted(r.filename for r in before.records() if r.filename not in names)
-            tombstones = [
-                Delete(e.project, name, before.deleted_sha256(name))
-                for name, e in deleted.items()
-                if name not in names
-            ]
-            lines = [event_to_json(Add(r)) for r in found] + [event_to_json(e) for e in tombstones]
-            body = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
-            _write_atomically(self._journal, body.encode())
-            remote = dump_index(found, int(time.time()), "file_system", locations)
-            _write_atomically(self.storage / "index.toml", remote)  # the original's index file
-            report.total = len(found)
+            found, moved = self._scan()
+            update = self.read_index(None) if self._journal.exists() else None
+            events, report = rescanned_events(found, update.events if update else ())
+            report.repaired += moved
+            self._write_journal(events, found)
             return report
+
+    def _scan(self) -> tuple[list[FileRecord], list[str]]:
+        """The files the storage holds, each moved into its project's folder if need be."""
+        found, moved = [], []
+        for path in self._stored_files():
+            record = self._record_from_disk(path)
+            target = self._in_project_folder(path, record) if record else None
+            if record is None or target is None:
+                continue
+            if target != path:
+                moved.append(f"{record.filename} (moved into {record.project}/)")
+            found.append(record)
+        return found, moved
+
+    def _write_journal(self, events: list[Event], found: list[FileRecord]) -> None:
+        """The journal (a new inode: readers reload it whole) and the original's index.toml."""
+        lines = (json.dumps(event_to_json(e), separators=(",", ":")) + "\n" for e in events)
+        write_atomically(self._journal, "".join(lines).encode())
+        locations = {r.filename: {"package_path": str(self._path(r))} for r in found}
+        remote = dump_index(found, int(time.time()), "file_system", locations)
+        write_atomically(self.storage / "index.toml", remote)  # the original's index file
 
     def _in_project_folder(self, path: Path, record: FileRecord) -> Path | None:
         """A file copied into another folder moves to its project's, where it is served;
@@ -410,3 +376,6 @@ class FileSystemBackend:
 
     def close(self) -> None:
         pass
+
+
+_: BackendType = FileSystemBackend  # mypy --strict checks the class against the contract

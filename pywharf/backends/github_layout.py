@@ -10,7 +10,6 @@ our record fields as flat keys of the body.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +17,7 @@ from typing import Any
 
 import tomli_w
 
-from pywharf.backends import RepairReport
+from pywharf.backends.events import tombstone
 from pywharf.clients.github_models import Asset
 from pywharf.clients.github_models import Release
 from pywharf.config import load_toml
@@ -27,11 +26,7 @@ from pywharf.errors import DistributionExists
 from pywharf.errors import PywharfError
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
-from pywharf.index import Add
-from pywharf.index import Delete
-from pywharf.index import Event
 from pywharf.index import FileRecord
-from pywharf.index import Yank
 from pywharf.remote_index import dump_index
 from pywharf.remote_index import load_index
 
@@ -41,7 +36,6 @@ __all__ = [
     "add_entry",
     "build_document",
     "content_type_of",
-    "diff_events",
     "empty_index",
     "find_assets",
     "parse_body",
@@ -50,11 +44,8 @@ __all__ = [
     "read_document",
     "release_body",
     "remove_entry",
-    "repair_report",
     "same_document",
     "set_yank",
-    "tombstone",
-    "tombstone_events",
     "with_yank",
 ]
 
@@ -243,12 +234,6 @@ def remove_entry(document: dict[str, Any], project: str, filename: str) -> bool:
     return True
 
 
-def tombstone(filename: str, project: str, sha256: str) -> dict[str, Any]:
-    """A `[[deleted]]` item: the filename may take these bytes again, never others."""
-    return {"filename": filename, "project": project, "sha256": sha256,
-            "deleted_at": int(time.time())}  # fmt: skip
-
-
 def same_document(left: Mapping[str, Any], right: Mapping[str, Any]) -> bool:
     """Whether two index documents list the same (their `mtime` aside)."""
     return {k: v for k, v in left.items() if k != "mtime"} == {
@@ -363,48 +348,3 @@ def published_file(
     )
     location = Location(asset.id, asset.url, asset.name, metadata.id if metadata else None)
     return record, location
-
-
-def _unyanked(record: FileRecord) -> dict[str, Any]:
-    fields = record.to_json()
-    fields.pop("yanked", None)
-    return fields
-
-
-def diff_events(old: Mapping[str, FileRecord], new: Mapping[str, FileRecord]) -> list[Event]:
-    """What turns `old` into `new`, in filename order."""
-    events: list[Event] = []
-    for name in sorted(old.keys() | new.keys()):
-        before, after = old.get(name), new.get(name)
-        if after is None and before is not None:
-            events.append(Delete(before.project, name, before.sha256))
-        elif after is not None and before != after:
-            if before is not None and _unyanked(before) == _unyanked(after):
-                events.append(Yank(after.project, name, after.yanked))
-            else:
-                events.append(Add(after))
-    return events
-
-
-def tombstone_events(tombstones: Mapping[str, Mapping[str, Any]]) -> list[Event]:
-    """The index's form of a tombstone: a Delete that carries the deleted bytes' sha256."""
-    events: list[Event] = []
-    for name, stone in sorted(tombstones.items()):
-        sha256 = _text(stone, "sha256")
-        try:
-            project = parse_filename(name, project=_text(stone, "project")).project
-        except PywharfError:
-            continue
-        if sha256:
-            events.append(Delete(project, name, sha256))
-    return events
-
-
-def repair_report(
-    before: Mapping[str, FileRecord], after: Mapping[str, FileRecord]
-) -> RepairReport:
-    report = RepairReport(total=len(after))
-    report.added = sorted(after.keys() - before.keys())
-    report.removed = sorted(before.keys() - after.keys())
-    report.repaired = sorted(n for n in after.keys() & before.keys() if after[n] != before[n])
-    return report

@@ -360,6 +360,11 @@ class GitHubClient:
             raise self._error(response, what)
         return Ref.from_json(json.loads(response.data))
 
+    def delete_tag(self, owner: str, repo: str, tag: str) -> None:
+        """Delete a git tag (deleting its release leaves it)."""
+        path = f"/repos/{_q(owner)}/{_q(repo)}/git/refs/tags/{_q(tag)}"
+        self._json("DELETE", path, f"delete tag {tag!r} of {owner}/{repo}", ok=(204,))
+
     def create_ref(self, owner: str, repo: str, ref: str, sha: str) -> Ref:
         """Create `ref` (a full name such as "refs/heads/gh-pages") at commit `sha`."""
         data = self._json(

@@ -141,6 +141,7 @@ class Release:
     url: str
     upload_url: str  # an RFC 6570 template: ".../assets{?name,label}"
     assets: tuple[Asset, ...]
+    published_at: str | None = None  # ISO 8601; None for a draft
 
     @classmethod
     def from_json(cls, data: Any) -> Release:
@@ -154,6 +155,7 @@ class Release:
             url=_field(data, "url", str),
             upload_url=_field(data, "upload_url", str),
             assets=tuple(Asset.from_json(item) for item in data.get("assets") or ()),
+            published_at=data.get("published_at"),
         )
 
     def asset_named(self, name: str) -> Asset | None:

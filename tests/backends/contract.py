@@ -278,11 +278,11 @@ class BackendContract:
         record = self.put(backend, credential, dists["wheel"])
         before = backend.read_index(None)
         assert before is not None
-        backend.record(Yank(record.project, record.filename, "broken build"), credential)
+        backend.apply_change(Yank(record.project, record.filename, "broken build"), credential)
         since = backend.read_index(before.cursor)
         assert since is not None and since.events
         assert index_of(backend).file(record.project, record.filename).yanked == "broken build"  # type: ignore[union-attr]
-        backend.record(Yank(record.project, record.filename, None), credential)
+        backend.apply_change(Yank(record.project, record.filename, None), credential)
         assert index_of(backend).file(record.project, record.filename).yanked is None  # type: ignore[union-attr]
         assert fetch(backend.open(record)) == dists["wheel"].read_bytes()  # still served
 
@@ -290,13 +290,13 @@ class BackendContract:
         self, backend: Backend, credential: str, dists: dict[str, Path]
     ) -> None:
         record = self.put(backend, credential, dists["sdist"])
-        backend.record(Yank(record.project, record.filename, ""), credential)
+        backend.apply_change(Yank(record.project, record.filename, ""), credential)
         assert index_of(backend).file(record.project, record.filename).yanked == ""  # type: ignore[union-attr]
 
     def test_delete(self, backend: Backend, credential: str, dists: dict[str, Path]) -> None:
         record = self.put(backend, credential, dists["wheel"])
         kept = self.put(backend, credential, dists["wheel2"])
-        backend.record(Delete(record.project, record.filename), credential)
+        backend.apply_change(Delete(record.project, record.filename), credential)
         index = index_of(backend)
         assert index.file(record.project, record.filename) is None
         assert index.deleted_sha256(record.filename) == record.sha256
@@ -308,7 +308,7 @@ class BackendContract:
         self, backend: Backend, credential: str, dists: dict[str, Path]
     ) -> None:
         record = self.put(backend, credential, dists["sdist"])
-        backend.record(Delete(record.project, record.filename), credential)
+        backend.apply_change(Delete(record.project, record.filename), credential)
         again = self.put(backend, credential, dists["sdist"])
         assert again.sha256 == record.sha256
         assert index_of(backend).file(record.project, record.filename) is not None
@@ -317,14 +317,14 @@ class BackendContract:
         self, backend: Backend, credential: str
     ) -> None:
         with pytest.raises(StorageError):
-            backend.record(Yank("nope", "nope-1.0.tar.gz", "x"), credential)  # type: ignore[arg-type]
+            backend.apply_change(Yank("nope", "nope-1.0.tar.gz", "x"), credential)  # type: ignore[arg-type]
 
-    def test_record_refuses_an_add(
+    def test_apply_change_refuses_an_add(
         self, backend: Backend, credential: str, dists: dict[str, Path]
     ) -> None:
         record = stage(backend, dists["sdist"]).record
         with pytest.raises(StorageError):
-            backend.record(Add(record), credential)  # type: ignore[arg-type]
+            backend.apply_change(Add(record), credential)  # type: ignore[arg-type]
 
     # --- rebuild_index -------------------------------------------------------------------------
 

@@ -29,8 +29,9 @@ from pywharf.backends import LocalFile
 from pywharf.backends import Redirect
 from pywharf.backends import backend_settings
 from pywharf.backends import create_backend
-from pywharf.backends.github import INDEX_WRITE_ATTEMPTS
 from pywharf.backends.github import GitHubBackend
+from pywharf.backends.github_index import INDEX_WRITE_ATTEMPTS
+from pywharf.backends.github_upload import DRAFT_WAITS
 from pywharf.config import load_toml
 from pywharf.config import parse_repositories
 from pywharf.errors import ConfigError
@@ -119,6 +120,24 @@ def backend(github: FakeGitHub, tmp_path: Path) -> Iterator[GitHubBackend]:
 
 
 @pytest.fixture
+def sleeps() -> list[float]:
+    """The waits a `quick` backend asked for (it never really waits)."""
+    return []
+
+
+@pytest.fixture
+def quick(github: FakeGitHub, tmp_path: Path, sleeps: list[float]) -> Iterator[GitHubBackend]:
+    """A backend whose retries, backoff and draft waits cost no time: they land in `sleeps`.
+
+    Not for the concurrent contract tests: a draft wait there really waits for another thread.
+    """
+    (config,) = parse_repositories(github_config(github), "test", backend_settings)
+    backend = GitHubBackend(config, tmp_path / "root", SERVER_TOKEN, sleep=sleeps.append)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
 def twin(github: FakeGitHub, tmp_path: Path) -> Iterator[GitHubBackend]:
     twin = new_backend(github, tmp_path / "twin-root")
     yield twin
@@ -202,7 +221,7 @@ def test_an_archived_repository_only_reads(github: FakeGitHub, tmp_path: Path) -
     ids=["outage", "rate-limit"],
 )
 def test_an_outage_is_not_a_wrong_token(
-    github: FakeGitHub, backend: GitHubBackend, fault: dict[str, Any]
+    github: FakeGitHub, quick: GitHubBackend, sleeps: list[float], fault: dict[str, Any]
 ) -> None:
     """A 401 would be cached as a wrong secret; GitHub being down must answer 503 instead."""
     reset = str(int(time.time()) + 3600)
@@ -212,9 +231,10 @@ def test_an_outage_is_not_a_wrong_token(
         headers=headers,
     )  # fmt: skip
     with pytest.raises(StorageUnavailable) as caught:
-        backend.authorize(WRITE_TOKEN)
+        quick.authorize(WRITE_TOKEN)
     assert caught.value.status == 503
     assert WRITE_TOKEN not in str(caught.value)
+    assert len(sleeps) == (3 if fault["status"] == 502 else 0)  # backoff, then give up
 
 
 # --- the layout ----------------------------------------------------------------------------------
@@ -292,8 +312,9 @@ UPLOAD_FAULTS = {
 
 @pytest.mark.parametrize("fault", sorted(UPLOAD_FAULTS))
 def test_a_failed_upload_leaves_no_release_and_no_tag(
-    github: FakeGitHub, backend: GitHubBackend, wheel: Path, fault: str
+    github: FakeGitHub, quick: GitHubBackend, wheel: Path, fault: str
 ) -> None:
+    backend = quick
     method, path, status, times, origin = UPLOAD_FAULTS[fault]
     github.inject(method, path, status, times=times, origin=origin)
     with pytest.raises(StorageError) as caught:
@@ -340,13 +361,14 @@ def test_a_rate_limit_fails_fast_with_503(
 
 
 def test_a_draft_left_by_a_crash_answers_503_not_409(
-    github: FakeGitHub, backend: GitHubBackend, wheel: Path, monkeypatch: pytest.MonkeyPatch
+    github: FakeGitHub, quick: GitHubBackend, sleeps: list[float], wheel: Path
 ) -> None:
-    monkeypatch.setattr("pywharf.backends.github.DRAFT_WAITS", (0.01, 0.01))
+    backend = quick
     github.add_release(OWNER, REPO, wheel.name, draft=True)
     with pytest.raises(StorageUnavailable) as caught:
         put(backend, wheel)
     assert "draft" in str(caught.value)
+    assert sleeps == list(DRAFT_WAITS)  # it waited for the draft to be published, then gave up
 
 
 # --- duplicates ----------------------------------------------------------------------------------
@@ -369,7 +391,7 @@ def test_a_deleted_filename_refuses_other_bytes_even_unsynced(
     github: FakeGitHub, backend: GitHubBackend, twin: GitHubBackend, sdist: Path, tmp_path: Path
 ) -> None:
     record = put(backend, sdist)
-    backend.record(Delete(record.project, record.filename), WRITE_TOKEN)
+    backend.apply_change(Delete(record.project, record.filename), WRITE_TOKEN)
     other = tmp_path / "other"
     other.mkdir()
     impostor = make_sdist(other, "demo-pkg", "1.0", requires_python=">=3")
@@ -528,7 +550,7 @@ def test_yank_is_kept_in_the_release_body_and_the_index(
     github: FakeGitHub, backend: GitHubBackend, sdist: Path
 ) -> None:
     record = put(backend, sdist)
-    backend.record(Yank(record.project, record.filename, "broken"), WRITE_TOKEN)
+    backend.apply_change(Yank(record.project, record.filename, "broken"), WRITE_TOKEN)
     (release,) = releases(github)
     assert load_toml(release.body, "body")["yanked"] == "broken"
     assert index_toml(github)["pkgs"][0]["meta"]["yanked"] == "broken"
@@ -539,7 +561,7 @@ def test_delete_removes_the_release_and_its_tag_and_leaves_a_tombstone(
     github: FakeGitHub, backend: GitHubBackend, sdist: Path
 ) -> None:
     record = put(backend, sdist)
-    backend.record(Delete(record.project, record.filename), WRITE_TOKEN)
+    backend.apply_change(Delete(record.project, record.filename), WRITE_TOKEN)
     assert releases(github) == []
     repo = github.world.repo(OWNER, REPO)
     assert repo is not None and sdist.name not in repo.tags
@@ -555,7 +577,7 @@ def test_a_deleted_file_is_no_longer_redirected_to(
 ) -> None:
     record = put(backend, sdist)
     assert isinstance(backend.open(record), Redirect)  # its signed URL is now reused
-    backend.record(Delete(record.project, record.filename), WRITE_TOKEN)
+    backend.apply_change(Delete(record.project, record.filename), WRITE_TOKEN)
     with pytest.raises(StorageNotFound):
         backend.open(record)
 

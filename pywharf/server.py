@@ -439,9 +439,9 @@ class Server(ThreadingHTTPServer):
                 self.idle.park(request, client_address, idle_since)
 
     def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
         with self._count_lock:
             self.connections -= 1
-        super().shutdown_request(request)
 
     def log_access(
         self, client: str, response: Response, method: str, path: str, started: float
@@ -624,9 +624,9 @@ class IdleConnections:
             self._server.resume(parked.sock, parked.client_address)
 
     def _sweep(self, now: float) -> None:
-        timeout = self._server.idle_timeout()
         for fd, parked in list(self._parked.items()):
-            if now - parked.since >= timeout:
+            # Asked again after each close: once under half the cap, the longer timeout holds.
+            if now - parked.since >= self._server.idle_timeout():
                 del self._parked[fd]
                 self._selector.unregister(parked.sock)
                 self._server.shutdown_request(parked.sock)

@@ -105,7 +105,9 @@ def main() -> None:
             command += ["--max_connections", str(options.connections + 100)]
         env = {**os.environ, "PYTHONPATH": str(options.source)}
         with log.open("wb") as sink:
-            process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+            process = subprocess.Popen(
+                command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=work
+            )
         try:
             port = wait_for_port(log, process)
             figures = {"before": settled(process.pid)}

@@ -64,7 +64,12 @@ def run_server(options: ServerOptions) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     service = Service(options)
-    server = Server((options.host, options.port), service.app, default_access_log())
+    server = Server(
+        (options.host, options.port),
+        service.app,
+        default_access_log(),
+        max_connections=options.max_connections,
+    )
     service.announce(server.server_address[1])
     service.start()
     serve(server, service.stop)

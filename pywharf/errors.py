@@ -26,6 +26,7 @@ __all__ = [
     "RangeNotSatisfiable",
     "RequestError",
     "SeeOther",
+    "ServerBusy",
     "StorageError",
     "StorageNotFound",
     "StorageUnavailable",
@@ -185,3 +186,14 @@ class HeadersTooLarge(RequestError):
 
     status = 431
     close_connection = True
+
+
+class ServerBusy(RequestError):
+    """The server is at its connection cap or out of file descriptors (503 with Retry-After)."""
+
+    status = 503
+    close_connection = True
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = (("Retry-After", str(retry_after)),)

@@ -8,8 +8,13 @@ and it cannot bound the time a client takes to send its headers.
 from __future__ import annotations
 
 import collections
+import contextlib
+import errno
+import logging
 import os
 import re
+import resource
+import selectors
 import signal
 import socket
 import socketserver
@@ -30,14 +35,31 @@ from pywharf.app import error_response
 from pywharf.errors import HeadersTooLarge
 from pywharf.errors import MalformedRequest
 from pywharf.errors import RequestError
+from pywharf.errors import ServerBusy
 from pywharf.http import FileBody
 from pywharf.http import Request
 from pywharf.http import Response
 
-__all__ = ["Server", "serve"]
+__all__ = ["IdleConnections", "Server", "serve"]
+
+log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers together; more is a 431
 IDLE_TIMEOUT_SECONDS = 30.0  # a keep-alive connection waiting for its next request
+BUSY_IDLE_TIMEOUT_SECONDS = 5.0  # the same, while over half of --max_connections are open
+# A handler thread waits this long for a connection's next request before parking it in
+# `IdleConnections`: back-to-back requests (wrk, a pip download burst) keep their thread and
+# pay nothing; a pool connection left idle gives its thread back after a second.
+LINGER_SECONDS = 1.0
+SWEEP_SECONDS = 0.25  # how often parked connections are checked against their idle timeout
+RETRY_AFTER_SECONDS = 5
+REFUSED_LINGER_SECONDS = 2.0  # a refused connection's request is read and dropped this long
+MAX_REFUSED_LINGERING = 128  # beyond that, refused connections are closed at once
+# Descriptors kept out of the connection cap: files being sent, spools, the journal, the log.
+FD_HEADROOM = 64
+# Without a spare descriptor, accepting stops this long after EMFILE (nginx's default
+# accept_mutex_delay, the pause ngx_event_accept.c takes before it accepts again).
+ACCEPT_BACKOFF_SECONDS = 0.5
 HEAD_TIMEOUT_SECONDS = 10.0  # from a request's first byte to the end of its headers
 BODY_TIMEOUT_SECONDS = 60.0  # silence while a body is being sent
 ACCESS_LOG_FLUSH_SECONDS = 0.2
@@ -46,6 +68,9 @@ RECV_BYTES = 256 * 1024  # one read of a body
 # request allocate (and shrink) 256 KiB, which grew malloc's per-thread arenas by megabytes.
 HEAD_RECV_BYTES = 16 * 1024
 _UNSAFE_IN_HEADER = re.compile(r"[\r\n\x00]")
+# Escaped in access-log fields: everything outside printable ASCII, plus the quote and the
+# backslash, as nginx escapes its log variables (`\xNN`).
+_UNSAFE_IN_LOG = re.compile(r'[^\x20-\x7e]|["\\]')
 _REASONS = {
     200: "OK", 206: "Partial Content", 301: "Moved Permanently", 302: "Found",
     304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -58,6 +83,18 @@ _REASONS = {
 
 class _Closed(Exception):
     """The peer went away or timed out: drop the connection without an answer."""
+
+
+class _TimedOut(_Closed):
+    """A read's time limit passed."""
+
+
+class _Idle(Exception):
+    """No request came within the linger time: park the connection and free its thread."""
+
+    def __init__(self, since: float) -> None:
+        super().__init__()
+        self.since = since
 
 
 def _timeval(seconds: float) -> bytes:
@@ -88,7 +125,9 @@ class Connection:
             self._timeout = timeout
         try:
             data = self.sock.recv(size)
-        except OSError:  # including socket.timeout
+        except BlockingIOError:  # SO_RCVTIMEO passed (EAGAIN)
+            raise _TimedOut from None
+        except OSError:
             raise _Closed from None
         if not data:
             raise _Closed
@@ -100,7 +139,7 @@ class Connection:
     def read_head(self) -> bytes:
         """The request line and headers; the clock starts at the first byte."""
         if not self.buffer:
-            self._fill(IDLE_TIMEOUT_SECONDS)
+            self._await_request()
         deadline = time.monotonic() + HEAD_TIMEOUT_SECONDS
         while True:
             end = self.buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
@@ -111,6 +150,14 @@ class Connection:
             if len(self.buffer) > MAX_HEAD_BYTES:
                 raise HeadersTooLarge(f"the request headers are over {MAX_HEAD_BYTES} bytes")
             self._fill(deadline - time.monotonic())  # a slow sender is cut off at the deadline
+
+    def _await_request(self) -> None:
+        """Wait a little for the next request; `_Idle` hands the rest of the wait over."""
+        since = time.monotonic()
+        try:
+            self._fill(min(LINGER_SECONDS, IDLE_TIMEOUT_SECONDS))
+        except _TimedOut:
+            raise _Idle(since) from None
 
     def read(self, size: int) -> bytes:
         if not self.buffer:
@@ -252,10 +299,11 @@ def _send_together(sock: socket.socket, head: bytes, body: bytes) -> None:
 
 
 class Handler(socketserver.BaseRequestHandler):
-    """One connection: requests in a loop while the client keeps it alive."""
+    """A connection's requests, in a loop while they come; `idle_since` set: it went idle."""
 
     server: Server
     request: socket.socket
+    idle_since: float | None = None
 
     def handle(self) -> None:
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -264,6 +312,8 @@ class Handler(socketserver.BaseRequestHandler):
         try:
             while self._one(connection, client):
                 pass
+        except _Idle as idle:
+            self.idle_since = idle.since  # nothing is buffered: the connection may be parked
         except (_Closed, OSError):
             pass
 
@@ -295,17 +345,103 @@ class Handler(socketserver.BaseRequestHandler):
 
 
 class Server(ThreadingHTTPServer):
-    """A thread per connection; the app and the access log hang off the server."""
+    """A thread per busy connection; idle keep-alive connections wait in `IdleConnections`.
+
+    At most `max_connections` are open at once (parked ones included); one more is answered
+    503 with Retry-After and closed. The app and the access log hang off the server.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], app: App, access_log: TextIO | None) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        app: App,
+        access_log: TextIO | None,
+        max_connections: int = 1000,
+    ) -> None:
         self.app = app
-        # Set before binding: a failed bind calls server_close(), which closes the log.
+        # Set before binding: a failed bind calls server_close(), which closes them.
         self.access_log = AccessLog(access_log) if access_log is not None else None
+        self.max_connections = _within_fd_limit(max_connections)
+        self.connections = 0  # accepted and not yet closed, parked ones included
+        self._count_lock = threading.Lock()
+        self._spare_fd = _open_spare()
+        self.idle = IdleConnections(self)
         super().__init__(address, Handler)
+
+    def idle_timeout(self) -> float:
+        """How long a keep-alive connection may wait for its next request, now."""
+        busy = self.connections > self.max_connections // 2
+        return BUSY_IDLE_TIMEOUT_SECONDS if busy else IDLE_TIMEOUT_SECONDS
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            return self.socket.accept()
+        except OSError as error:
+            if error.errno in (errno.EMFILE, errno.ENFILE):
+                self._shed()
+            raise  # socketserver drops a failed accept and selects again
+
+    def _shed(self) -> None:
+        """Out of descriptors: refuse the waiting connection through the spare descriptor.
+
+        Otherwise the listening socket stays readable and serve_forever spins on a failing
+        accept (90 % CPU, nothing answered). libuv keeps a spare descriptor for the same end
+        (`uv__emfile_trick`, src/unix/stream.c). Without one (another thread took the freed
+        number), accepting pauses, as nginx's does (src/event/ngx_event_accept.c).
+        """
+        if self._spare_fd is None:
+            time.sleep(ACCEPT_BACKOFF_SECONDS)  # this thread only accepts: nothing else waits
+            self._spare_fd = _open_spare()
+            return
+        os.close(self._spare_fd)
+        try:
+            sock, _ = self.socket.accept()
+        except OSError:
+            pass
+        else:
+            _refuse(sock, "the server is out of file descriptors; try again shortly")
+            sock.close()
+        finally:
+            self._spare_fd = _open_spare()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A new connection: a handler thread, or a 503 when `max_connections` are open."""
+        with self._count_lock:
+            admitted = self.connections < self.max_connections
+            if admitted:
+                self.connections += 1
+        if admitted:
+            self.resume(request, client_address)
+        else:
+            reason = f"the server is at its limit of {self.max_connections} connections"
+            self.idle.refuse(request, reason)
+
+    def resume(self, request: socket.socket, client_address: Any) -> None:
+        """Give a counted connection a handler thread."""
+        try:
+            super().process_request(request, client_address)  # ThreadingMixIn: a new thread
+        except RuntimeError:  # "can't start new thread": a thread limit or no memory
+            self.shutdown_request(request)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """ThreadingMixIn's, except that a connection gone idle is parked, not closed."""
+        idle_since = None
+        try:
+            idle_since = Handler(request, client_address, self).idle_since
+        finally:
+            if idle_since is None:
+                self.shutdown_request(request)
+            else:
+                self.idle.park(request, client_address, idle_since)
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        with self._count_lock:
+            self.connections -= 1
 
     def log_access(
         self, client: str, response: Response, method: str, path: str, started: float
@@ -314,14 +450,232 @@ class Server(ThreadingHTTPServer):
             return
         milliseconds = (time.monotonic() - started) * 1000
         self.access_log.add(
-            f'{client} {response.user} [{_http_now()}] "{method} {path}" '
+            f"{client} {_log_field(response.user)} [{_http_now()}] "
+            f'"{_log_field(method)} {_log_field(path)}" '
             f"{response.status} {response.length} {milliseconds:.1f}ms\n"
         )
 
     def server_close(self) -> None:
         super().server_close()
+        self.idle.close()
+        if self._spare_fd is not None:
+            os.close(self._spare_fd)
+            self._spare_fd = None
         if self.access_log is not None:
             self.access_log.close()
+
+
+def _log_field(value: str) -> str:
+    """A client-controlled access-log field with every unsafe byte as `\\xNN` (nginx's escape):
+    one request is always one line, and a `%0a` in a path cannot forge another."""
+    if _UNSAFE_IN_LOG.search(value) is None:
+        return value
+    return _UNSAFE_IN_LOG.sub(
+        lambda match: "".join(f"\\x{byte:02X}" for byte in match[0].encode("utf-8", "replace")),
+        value,
+    )
+
+
+def _within_fd_limit(max_connections: int) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; cap connections below what it allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        # macOS reports an infinite hard limit that setrlimit refuses: keep what we have.
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    allowed = max(1, soft - FD_HEADROOM)
+    if max_connections > allowed:
+        log.warning(
+            "max_connections %d lowered to %d: the file-descriptor limit is %d (ulimit -n)",
+            max_connections, allowed, soft,
+        )  # fmt: skip
+        return allowed
+    return max_connections
+
+
+def _open_spare() -> int | None:
+    """A descriptor held in reserve, given up to refuse a connection when none is left."""
+    try:
+        return os.open(os.devnull, os.O_RDONLY)
+    except OSError:
+        return None
+
+
+def _refuse(sock: socket.socket, reason: str) -> None:
+    """Send a whole 503 without blocking: a new socket's send buffer takes it at once."""
+    response = error_response(ServerBusy(reason, RETRY_AFTER_SECONDS))
+    body = response.body
+    assert isinstance(body, bytes)  # error_response answers text
+    try:
+        sock.setblocking(False)
+        sock.send(_head_bytes(response, "GET", keep_alive=False) + body)
+        # Whatever request already arrived is read, so that closing sends FIN, not a RST
+        # that could discard the answer before the client reads it.
+        sock.recv(RECV_BYTES)
+    except OSError:
+        pass
+
+
+class _Parked:
+    """A keep-alive connection between requests."""
+
+    __slots__ = ("client_address", "since", "sock")
+
+    def __init__(self, sock: socket.socket, client_address: Any, since: float) -> None:
+        self.sock = sock
+        self.client_address = client_address
+        self.since = since
+
+
+class IdleConnections:
+    """Idle keep-alive connections, watched by one selector thread instead of a thread each.
+
+    A thread per idle connection cost 2,000 threads and +48 MiB of RSS at 2,000 connections;
+    here one costs a selector entry. When a parked connection turns readable it gets a
+    handler thread again (`Server.resume`); one idle past `Server.idle_timeout()` is closed.
+    Refused connections linger here too, so that their request is read before they close.
+    """
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._selector = selectors.DefaultSelector()
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_read.setblocking(False)
+        self._wake_write.setblocking(False)
+        self._selector.register(self._wake_read, selectors.EVENT_READ)
+        # Other threads only append here; the selector is touched by its own thread alone.
+        self._arriving: collections.deque[_Parked] = collections.deque()
+        self._refused: collections.deque[socket.socket] = collections.deque()
+        self._parked: dict[int, _Parked] = {}
+        self._lingering: dict[int, tuple[socket.socket, float]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="idle-connections", daemon=True)
+        self._thread.start()
+
+    def __len__(self) -> int:
+        return len(self._parked)
+
+    def park(self, sock: socket.socket, client_address: Any, since: float) -> None:
+        with self._lock:
+            if not self._closed:
+                self._arriving.append(_Parked(sock, client_address, since))
+                self._wake()
+                return
+        self._server.shutdown_request(sock)
+
+    def refuse(self, sock: socket.socket, reason: str) -> None:
+        """Answer an uncounted connection 503 and close it once its request is read."""
+        _refuse(sock, reason)
+        with self._lock:
+            if not self._closed and len(self._lingering) < MAX_REFUSED_LINGERING:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)
+                    self._refused.append(sock)
+                    self._wake()
+                    return
+        sock.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full: a wake-up is already pending
+            self._wake_write.send(b"\0")
+
+    def _run(self) -> None:
+        swept = time.monotonic()
+        while not self._closed:
+            for key, _ in self._selector.select(SWEEP_SECONDS):
+                if key.fileobj is self._wake_read:
+                    with contextlib.suppress(OSError):
+                        self._wake_read.recv(4096)
+                else:
+                    self._readable(key.fd)
+            self._admit()
+            now = time.monotonic()
+            if now - swept >= SWEEP_SECONDS:
+                self._sweep(now)
+                swept = now
+        self._close_all()
+
+    def _admit(self) -> None:
+        while self._arriving:
+            parked = self._arriving.popleft()
+            self._selector.register(parked.sock, selectors.EVENT_READ)
+            self._parked[parked.sock.fileno()] = parked
+        while self._refused:
+            sock = self._refused.popleft()
+            self._selector.register(sock, selectors.EVENT_READ)
+            self._lingering[sock.fileno()] = (sock, time.monotonic() + REFUSED_LINGER_SECONDS)
+
+    def _readable(self, fd: int) -> None:
+        parked = self._parked.pop(fd, None)
+        if parked is None:
+            sock, _ = self._lingering[fd]
+            if not _drained(sock):
+                self._stop_lingering(fd)
+            return
+        self._selector.unregister(parked.sock)
+        if _peer_closed(parked.sock):  # no thread just to read the end of the stream
+            self._server.shutdown_request(parked.sock)
+        else:
+            self._server.resume(parked.sock, parked.client_address)
+
+    def _sweep(self, now: float) -> None:
+        for fd, parked in list(self._parked.items()):
+            # Asked again after each close: once under half the cap, the longer timeout holds.
+            if now - parked.since >= self._server.idle_timeout():
+                del self._parked[fd]
+                self._selector.unregister(parked.sock)
+                self._server.shutdown_request(parked.sock)
+        for fd, (_, deadline) in list(self._lingering.items()):
+            if now >= deadline:
+                self._stop_lingering(fd)
+
+    def _stop_lingering(self, fd: int) -> None:
+        sock, _ = self._lingering.pop(fd)
+        self._selector.unregister(sock)
+        sock.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._wake()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _close_all(self) -> None:
+        with self._lock:
+            self._admit()
+        for fd in list(self._lingering):
+            self._stop_lingering(fd)
+        for parked in self._parked.values():
+            self._server.shutdown_request(parked.sock)
+        self._parked.clear()
+        self._selector.close()
+        self._wake_read.close()
+        self._wake_write.close()
+
+
+def _drained(sock: socket.socket) -> bool:
+    """Read and drop what a refused client sent; False once it is gone."""
+    try:
+        return bool(sock.recv(RECV_BYTES))
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 class AccessLog:

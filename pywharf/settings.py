@@ -56,6 +56,7 @@ class ServerOptions:
     debug: bool
     host: str
     port: int
+    max_connections: int
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,8 @@ SERVER = Command(
         Setting("debug", bool, False, "Log at debug level."),
         Setting("host", str, "0.0.0.0", "Address to listen on."),
         Setting("port", int, 8888, "Port to listen on.", bounds=(0, 65535)),
+        Setting("max_connections", int, 1000, "Open connections at most (idle keep-alive ones "
+                "included); one more is answered 503 with Retry-After.", bounds=(1, 10**6)),
     ),
     ServerOptions,
 )  # fmt: skip

@@ -89,12 +89,19 @@ def installed_version(target: Path) -> str:
 
 
 def yanks(server: ServerProcess) -> dict[str, Any]:
-    """filename -> JSON `yanked` (None when not yanked), with the HTML form checked to agree."""
+    """filename -> JSON `yanked` (None when not yanked), once the HTML form agrees with it.
+
+    A sync can land between the two reads (a yank by the command shows at the next one), so
+    both are read again until they agree; forms that never agree time out and fail.
+    """
+    return poll(lambda: agreeing_yanks(server), "the JSON and HTML pages to agree on yanks")
+
+
+def agreeing_yanks(server: ServerProcess) -> dict[str, Any] | None:
     from_json = {f["filename"]: f.get("yanked") for f in fetch_json(server.live, PROJECT)["files"]}
-    for anchor in fetch_html(server.live, PROJECT):
-        reason = from_json[anchor.text]
-        assert anchor.attributes.get("data-yanked") == ("" if reason is True else reason)
-    return from_json
+    from_html = {a.text: a.attributes.get("data-yanked") for a in fetch_html(server.live, PROJECT)}
+    expected = {name: "" if reason is True else reason for name, reason in from_json.items()}
+    return from_json if from_html == expected else None
 
 
 def metadata_of(wheel: Path) -> bytes:

@@ -157,6 +157,7 @@ def old_pip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return python
 
 
+@pytest.mark.slow
 def test_old_pip_reads_data_dist_info_metadata(
     pyz_server: ServerProcess, old_pip: Path, tmp_path: Path
 ) -> None:
@@ -197,6 +198,7 @@ def test_old_pip_reads_data_dist_info_metadata(
 # --- 3. yank and delete --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_yanked_release_is_skipped_unless_pinned(
     pyz: Path, pyz_server: ServerProcess, tmp_path: Path
 ) -> None:
@@ -284,6 +286,7 @@ def test_deleted_file_is_gone_and_its_name_keeps_its_bytes(
 # --- 4. pip's second resolve revalidates ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pips_second_resolve_gets_304s(pyz_server: ServerProcess, tmp_path: Path) -> None:
     """pip caches only https and --trusted-host origins (digest 7.3): plain http on 127.0.0.1 is
     fetched through an adapter without a cache, so a shared --cache-dir alone is not enough."""
@@ -331,6 +334,7 @@ def _wait_past(moment: float) -> None:
     poll(lambda: time.time() > moment or None, f"the clock to pass {moment}", timeout=5)
 
 
+@pytest.mark.slow
 def test_uv_exclude_newer_picks_what_was_current_then(
     pyz_server: ServerProcess, tmp_path: Path
 ) -> None:
@@ -418,6 +422,7 @@ def test_upload_time_and_metadata_survive_restart_and_update_index(
     assert _state(server) == before, "after update_index"
 
 
+@pytest.mark.slow
 def test_deleted_name_keeps_its_bytes_after_restart_and_update_index(
     pyz: Path, restartable: Any, tmp_path: Path
 ) -> None:

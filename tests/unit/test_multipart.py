@@ -689,6 +689,7 @@ def quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     st.lists(PART, max_size=5), st.binary(max_size=20), st.lists(st.integers(0, 1000), max_size=4)

@@ -314,7 +314,9 @@ def test_refused_filenames_are_400_and_store_nothing(
     data = make_sdist(source, "demo-pkg", "1.0").read_bytes()
     if filename.endswith(".whl"):
         data = make_wheel(source, "demo-pkg", "1.0").read_bytes()
-    status, _, body = upload(live_server, filename, data, **form)
+    status, _, body = upload(
+        live_server, filename, data, fields=upload_form(filename, data, **form)
+    )
     assert status == 400, body
     assert b"Traceback" not in body
     assert_nothing_stored(live_server, before)
@@ -495,7 +497,7 @@ def test_forty_concurrent_uploads_lose_nothing(live_server: Live, tmp_path: Path
         _, _, page = live_server.request("GET", f"/simple/{project}/")
         listed |= {n for n in names if n.encode() in page}
     assert listed == names
-    added = [e["filename"] for e in journal(live_server) if e["op"] == "add"]
+    added = [str(e["filename"]) for e in journal(live_server) if e["op"] == "add"]
     assert sorted(added) == sorted(names)  # each exactly once
     assert wait_until_no_spool_files(live_server) == []
     # A new app on the same root (a restart) knows all forty.

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -142,13 +143,20 @@ def wait_until_serving(live: Live, process: subprocess.Popen[bytes], log: Path) 
     raise AssertionError(f"server did not start: {log.read_text()}")
 
 
-def free_port() -> int:
-    import socket
+# `pywharf server` logs this once bound (service.announce): the real port, also for `--port 0`.
+_ANNOUNCED = re.compile(r"listening on \S*:(\d+)$", re.MULTILINE)
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+
+def announced_port(process: subprocess.Popen[bytes], log: Path) -> int:
+    """The port a server started with `--port 0` bound, read from its log."""
+
+    def port() -> int | None:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited {process.returncode}: {log.read_text()}")
+        match = _ANNOUNCED.search(log.read_text(errors="replace"))
+        return int(match[1]) if match else None
+
+    return poll(port, "the server to announce its port", timeout=30)
 
 
 def start_pyz(
@@ -158,17 +166,18 @@ def start_pyz(
     python: str = sys.executable,
     env: dict[str, str] | None = None,
 ) -> ServerProcess:
-    port = free_port()
-    log = root.parent / f"server-{port}.log"
     root.mkdir(parents=True, exist_ok=True)
-    command = [python, str(pyz), "server", str(root), "--host", "127.0.0.1", "--port", str(port)]
+    # Several servers may share root.parent (a second server on the same root, a restart).
+    handle, name = tempfile.mkstemp(prefix="server-", suffix=".log", dir=root.parent)
+    log = Path(name)
+    command = [python, str(pyz), "server", str(root), "--host", "127.0.0.1", "--port", "0"]
     process_env = dict(env if env is not None else os.environ)
     process_env.setdefault("SHIV_ROOT", str(root.parent / "shiv"))
-    with log.open("wb") as sink:
+    with open(handle, "wb") as sink:
         process = subprocess.Popen(
             [*command, *args], stdout=sink, stderr=subprocess.STDOUT, env=process_env
         )
-    live = Live("127.0.0.1", port, root)
+    live = Live("127.0.0.1", announced_port(process, log), root)
     wait_until_serving(live, process, log)
     return ServerProcess(process, live, log)
 

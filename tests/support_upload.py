@@ -132,7 +132,7 @@ def upload(
     """POST one file the way twine does; returns (status, headers, body)."""
     filename, content = _file_of(path_or_name, data)
     if fields is None:
-        fields = upload_form(filename, content, **form)  # type: ignore[arg-type]
+        fields = upload_form(filename, content, **form)
     body, content_type = multipart_body(fields, (filename, content))
     connection = http.client.HTTPConnection(live.host, live.port, timeout=30)
     try:
@@ -159,7 +159,7 @@ def app_upload(
 ) -> Response:
     """The same upload handed straight to `App.handle`: no socket, no server."""
     filename, content = _file_of(path_or_name, data)
-    fields = upload_form(filename, content, **form)  # type: ignore[arg-type]
+    fields = upload_form(filename, content, **form)
     body, content_type = multipart_body(fields, (filename, content))
     request = Request(
         method="POST",

@@ -1,11 +1,22 @@
-"""End-to-end folder: report which interpreters the pyz smoke test ran on."""
+"""End-to-end folder: mark every test `e2e`; report which interpreters the smoke test ran on."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from pythons import MINORS
 from pythons import interpreters
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`-m "not e2e"` runs the in-process suite only. The hook sees every item: keep ours."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

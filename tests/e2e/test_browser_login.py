@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -25,7 +26,6 @@ import pytest
 from factory import make_wheel
 from support import READ
 from support import ServerProcess
-from support import free_port
 from support_upload import upload
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,6 +35,8 @@ DRIVER_START_SECONDS = 20
 CALL_SECONDS = 60  # one WebDriver call, page loads included
 WAIT_SECONDS = 15  # polling for a URL or a text to appear
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C key of an element reference
+# With --port=0, ChromeDriver prints the port it bound (checked with ChromeDriver 156).
+DRIVER_PORT = re.compile(r"started successfully on port (\d+)")
 
 # Root needs --no-sandbox; the rest keep Chromium off this machine's closed network.
 CHROMIUM_ARGS = [
@@ -193,22 +195,22 @@ class Browser:
 
 
 def _start_driver(driver: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [str(driver), f"--port={port}", f"--log-path={log.with_suffix('.verbose.log')}"],
+            [str(driver), "--port=0", f"--log-path={log.with_suffix('.verbose.log')}"],
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: Chromium is ended with it
         )
-    url = f"http://127.0.0.1:{port}"
-    probe = Browser(url)
+    url = ""
     deadline = time.monotonic() + DRIVER_START_SECONDS
     while True:
         if process.poll() is not None:
             raise AssertionError(f"chromedriver exited {process.returncode}: {log.read_text()}")
+        if not url and (match := DRIVER_PORT.search(log.read_text(errors="replace"))):
+            url = f"http://127.0.0.1:{match[1]}"
         try:
-            if probe.call("GET", "/status").get("ready"):
+            if url and Browser(url).call("GET", "/status").get("ready"):
                 return process, url
         except (OSError, WebDriverError):
             pass

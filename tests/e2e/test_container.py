@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +31,6 @@ from support import REPO
 from support import WRITE
 from support import Live
 from support import client_env
-from support import free_port
 
 sys.path.insert(0, str(REPO / "tests" / "container"))
 
@@ -96,6 +96,18 @@ def wait_until_serving(container: Container) -> None:
                 raise AssertionError(f"the container exited:\n{container.logs()}") from None
             time.sleep(0.1)
     raise AssertionError(f"not serving after {START_SECONDS} s:\n{container.logs()}")
+
+
+def free_port() -> int:
+    """A port that was free a moment ago.
+
+    Not `--port 0` as everywhere else: the Dockerfile's HEALTHCHECK probes PYWHARF_COMMAND_PORT,
+    so the container must be given its real port before it starts.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @contextlib.contextmanager

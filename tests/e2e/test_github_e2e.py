@@ -257,6 +257,7 @@ def test_a_rate_limit_is_a_503_with_its_reason(
     assert releases(github) == []
 
 
+@pytest.mark.slow
 def test_a_sync_failure_keeps_the_last_good_index(
     server: ServerProcess, github: FakeGitHub, dists: list[Path]
 ) -> None:

@@ -89,12 +89,19 @@ def installed_version(target: Path) -> str:
 
 
 def yanks(server: ServerProcess) -> dict[str, Any]:
-    """filename -> JSON `yanked` (None when not yanked), with the HTML form checked to agree."""
+    """filename -> JSON `yanked` (None when not yanked), once the HTML form agrees with it.
+
+    A sync can land between the two reads (a yank by the command shows at the next one), so
+    both are read again until they agree; forms that never agree time out and fail.
+    """
+    return poll(lambda: agreeing_yanks(server), "the JSON and HTML pages to agree on yanks")
+
+
+def agreeing_yanks(server: ServerProcess) -> dict[str, Any] | None:
     from_json = {f["filename"]: f.get("yanked") for f in fetch_json(server.live, PROJECT)["files"]}
-    for anchor in fetch_html(server.live, PROJECT):
-        reason = from_json[anchor.text]
-        assert anchor.attributes.get("data-yanked") == ("" if reason is True else reason)
-    return from_json
+    from_html = {a.text: a.attributes.get("data-yanked") for a in fetch_html(server.live, PROJECT)}
+    expected = {name: "" if reason is True else reason for name, reason in from_json.items()}
+    return from_json if from_html == expected else None
 
 
 def metadata_of(wheel: Path) -> bytes:
@@ -150,6 +157,7 @@ def old_pip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return python
 
 
+@pytest.mark.slow
 def test_old_pip_reads_data_dist_info_metadata(
     pyz_server: ServerProcess, old_pip: Path, tmp_path: Path
 ) -> None:
@@ -190,6 +198,7 @@ def test_old_pip_reads_data_dist_info_metadata(
 # --- 3. yank and delete --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_yanked_release_is_skipped_unless_pinned(
     pyz: Path, pyz_server: ServerProcess, tmp_path: Path
 ) -> None:
@@ -277,6 +286,7 @@ def test_deleted_file_is_gone_and_its_name_keeps_its_bytes(
 # --- 4. pip's second resolve revalidates ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pips_second_resolve_gets_304s(pyz_server: ServerProcess, tmp_path: Path) -> None:
     """pip caches only https and --trusted-host origins (digest 7.3): plain http on 127.0.0.1 is
     fetched through an adapter without a cache, so a shared --cache-dir alone is not enough."""
@@ -324,6 +334,7 @@ def _wait_past(moment: float) -> None:
     poll(lambda: time.time() > moment or None, f"the clock to pass {moment}", timeout=5)
 
 
+@pytest.mark.slow
 def test_uv_exclude_newer_picks_what_was_current_then(
     pyz_server: ServerProcess, tmp_path: Path
 ) -> None:
@@ -411,6 +422,7 @@ def test_upload_time_and_metadata_survive_restart_and_update_index(
     assert _state(server) == before, "after update_index"
 
 
+@pytest.mark.slow
 def test_deleted_name_keeps_its_bytes_after_restart_and_update_index(
     pyz: Path, restartable: Any, tmp_path: Path
 ) -> None:

@@ -22,8 +22,8 @@ from support import READ
 from support import WRITE
 from support import Live
 from support import ServerProcess
+from support import announced_port
 from support import client_env
-from support import free_port
 from support import run_pyz
 from support import start_pyz
 from support import stop
@@ -196,7 +196,6 @@ def env_server(pyz: Path, root: Path, **variables: str) -> subprocess.Popen[byte
 def test_environment_mode_reads_each_value_type(pyz: Path, tmp_path: Path) -> None:
     config = tmp_path / "repos.toml"
     config.write_text(CONFIG)
-    port = free_port()
     process = env_server(
         pyz,
         tmp_path / "root",
@@ -204,16 +203,16 @@ def test_environment_mode_reads_each_value_type(pyz: Path, tmp_path: Path) -> No
         Pywharf_Command_Root=str(tmp_path / "root"),
         PYWHARF_COMMAND_CONFIG=str(config),
         PYWHARF_COMMAND_HOST="127.0.0.1",
-        PYWHARF_COMMAND_PORT=str(port),
+        PYWHARF_COMMAND_PORT="0",
         PYWHARF_COMMAND_DEBUG="false",  # the original read this as true
         PYWHARF_COMMAND_EXTRA_INDEX_URL="",  # an empty string, not a bare flag
     )
-    live = Live("127.0.0.1", port, tmp_path / "root")
+    log_path = tmp_path / "env-server.log"
     try:
-        wait_until_serving(live, process, tmp_path / "env-server.log")  # type: ignore[arg-type]
+        live = Live("127.0.0.1", announced_port(process, log_path), tmp_path / "root")
+        wait_until_serving(live, process, log_path)
         assert live.request("GET", "/simple/nothing-here/")[0] == 404  # no extra index
-        log = (tmp_path / "env-server.log").read_text()
-        assert "DEBUG" not in log
+        assert "DEBUG" not in log_path.read_text()
     finally:
         process.terminate()
         assert process.wait(15) == 0

@@ -223,6 +223,7 @@ def usage_lines(server: ServerProcess) -> dict[str, list[str]]:
     return lines
 
 
+@pytest.mark.slow
 def test_the_embedded_default_makes_private_secrets_once_and_its_printed_lines_work(
     pyz: Path, dists: Path, home: Path, tmp_path: Path
 ) -> None:
@@ -406,6 +407,7 @@ def time_to_first_page(pyz: Path, root: Path, config: Path) -> float:
         assert stop(server) == 0
 
 
+@pytest.mark.slow
 def test_start_up_with_100000_files_takes_under_2_s_more_than_empty(
     pyz: Path, tmp_path: Path
 ) -> None:

@@ -18,6 +18,7 @@ from factory import make_wheel
 from support import READ
 from support import Live
 from support import build_app
+from support import poll
 from support_upload import basic
 from support_upload import raw_connect
 from support_upload import read_response
@@ -42,6 +43,7 @@ class SlowClient(threading.Thread):
         self.live = live
         self.stop = stop
         self.connected = threading.Event()
+        self.sent = 0  # bytes of HEAD sent so far
         self.dropped_after: float | None = None
 
     def run(self) -> None:
@@ -54,6 +56,7 @@ class SlowClient(threading.Thread):
                     return
                 try:
                     sock.sendall(bytes([byte]))
+                    self.sent += 1
                     if sock.recv(1024) == b"":
                         self.dropped_after = time.monotonic() - started
                         return
@@ -80,15 +83,22 @@ def slow_clients(live: Live, count: int = 20) -> Iterator[list[SlowClient]]:
             client.join(5)
 
 
+def mid_head(clients: list[SlowClient]) -> bool:
+    """Every slow client has begun its head, not finished it, and has not been cut off."""
+    return all(0 < c.sent < len(c.HEAD) and c.dropped_after is None for c in clients)
+
+
 def test_twenty_slow_senders_do_not_delay_a_normal_request(live_server: Live) -> None:
+    """Normal requests are answered while every slow head is still half sent.
+
+    A server that served connections in turn would answer only once a slow head ended: by
+    being cut at the head deadline (seen as a drop) or after ~200 s (past the 30 s timeout).
+    """
     with slow_clients(live_server) as clients:
-        time.sleep(0.3)  # every slow client has sent its first bytes and holds a thread
+        poll(lambda: mid_head(clients) or None, "every slow client to start its head")
         for _ in range(5):
-            started = time.monotonic()
-            status, _, _ = live_server.request("GET", "/simple/")
-            assert status == 200
-            assert time.monotonic() - started < 0.5
-        assert all(c.dropped_after is None for c in clients)  # still trickling: not yet cut
+            assert live_server.request("GET", "/simple/")[0] == 200
+        assert mid_head(clients)
 
 
 def test_slow_senders_are_cut_off_at_the_head_deadline(
@@ -111,9 +121,9 @@ def test_an_idle_keep_alive_connection_is_closed(
     with raw_connect(live_server, timeout=5) as sock:
         sock.sendall(get_head())
         assert read_response(sock)[0] == 200
-        started = time.monotonic()
-        assert sock.recv(10) == b""  # the server hangs up on an idle connection
-        assert time.monotonic() - started < 3
+        # The server hangs up on an idle connection: with the default 30 s idle timeout the
+        # socket's 5 s timeout would raise instead.
+        assert sock.recv(10) == b""
 
 
 # --- heads --------------------------------------------------------------------------------------
@@ -335,6 +345,8 @@ def test_every_request_gets_an_access_log_line(tmp_path: Path) -> None:
         live.request("GET", "/simple/")
         live.request("GET", "/simple/missing/")
         live.request("GET", "/simple/", auth=None)
+        # A line is written after its answer is sent: the client can be faster than the log.
+        poll(lambda: log.getvalue().count("\n") >= 3 or None, "three access log lines")
     finally:
         server.shutdown()
         server.server_close()

@@ -26,6 +26,7 @@ from support import READ
 from support import WRITE
 from support import Live
 from support import build_app
+from support import poll
 from support_upload import basic
 from support_upload import multipart_body
 from support_upload import raw_connect
@@ -68,11 +69,16 @@ def everything_under(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
+def spool_files(live: Live) -> list[str]:
+    folder = spool_dir(live)
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
 def wait_until_no_spool_files(live: Live, seconds: float = 5.0) -> list[str]:
     """The server cleans up as soon as it notices the failure; give it a moment, not a sleep."""
     deadline = time.monotonic() + seconds
     while True:
-        left = sorted(p.name for p in spool_dir(live).iterdir())
+        left = spool_files(live)
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.02)
@@ -162,10 +168,9 @@ def test_413_from_content_length_before_the_body_is_read(
     """Only the head is sent: the answer must come without waiting for a gigabyte."""
     with raw_connect(live_server, timeout=5) as sock:
         sock.sendall(upload_head(live_server, "multipart/form-data; boundary=x", 10**10))
-        started = time.monotonic()
+        # Answered at once: a server waiting for the body would hit the socket's 5 s timeout.
         status, _, body = read_response(sock)
     assert status == 413
-    assert time.monotonic() - started < 4
     assert str(MAX_FILE_BYTES).encode() in body
     assert_nothing_stored(live_server, before)
 
@@ -309,7 +314,9 @@ def test_refused_filenames_are_400_and_store_nothing(
     data = make_sdist(source, "demo-pkg", "1.0").read_bytes()
     if filename.endswith(".whl"):
         data = make_wheel(source, "demo-pkg", "1.0").read_bytes()
-    status, _, body = upload(live_server, filename, data, **form)
+    status, _, body = upload(
+        live_server, filename, data, fields=upload_form(filename, data, **form)
+    )
     assert status == 400, body
     assert b"Traceback" not in body
     assert_nothing_stored(live_server, before)
@@ -408,7 +415,9 @@ def test_a_cut_off_body_stores_nothing_and_leaves_no_spool_file(
     with raw_connect(live_server) as sock:
         sock.sendall(upload_head(live_server, content_type, len(body)))
         sock.sendall(body[: int(len(body) * fraction)])
-        time.sleep(0.05)  # let the server start spooling before the client vanishes
+        if fraction:  # the client vanishes while the server spools
+            poll(lambda: spool_files(live_server) or None, "the server to start spooling")
+    assert wait_until_no_spool_files(live_server) == []
     assert_nothing_stored(live_server, before)
     # and the server still serves
     assert upload(live_server, filename, data)[0] == 200
@@ -423,8 +432,7 @@ def test_a_client_that_stops_sending_is_dropped_and_cleaned_up(
     body, content_type = multipart_body(upload_form(filename, data), (filename, data))
     with raw_connect(live_server) as sock:
         sock.sendall(upload_head(live_server, content_type, len(body)) + body[: len(body) // 2])
-        time.sleep(0.2)
-        assert [p.name for p in spool_dir(live_server).iterdir()], "no upload was in progress"
+        poll(lambda: spool_files(live_server) or None, "an upload to be in progress")
         assert live_server.request("GET", "/simple/demo-pkg/")[0] == 404  # not visible yet
         assert wait_until_no_spool_files(live_server, seconds=5) == []
     assert_nothing_stored(live_server, before)
@@ -489,7 +497,7 @@ def test_forty_concurrent_uploads_lose_nothing(live_server: Live, tmp_path: Path
         _, _, page = live_server.request("GET", f"/simple/{project}/")
         listed |= {n for n in names if n.encode() in page}
     assert listed == names
-    added = [e["filename"] for e in journal(live_server) if e["op"] == "add"]
+    added = [str(e["filename"]) for e in journal(live_server) if e["op"] == "add"]
     assert sorted(added) == sorted(names)  # each exactly once
     assert wait_until_no_spool_files(live_server) == []
     # A new app on the same root (a restart) knows all forty.

@@ -14,7 +14,7 @@ import pytest
 from support import REPO
 from support import Live
 from support import ServerProcess
-from support import free_port
+from support import announced_port
 from support import stop
 from support import wait_until_serving
 
@@ -174,17 +174,17 @@ def test_parse_flags_raises_usage_errors(argv: list[str]) -> None:
 
 def test_the_server_starts_with_mixed_spellings(tmp_path: Path) -> None:
     """`--flag=value`, `--flag value` and dashed names together, through the real entry point."""
-    port = free_port()
     log = tmp_path / "server.log"
     command = [sys.executable, "-m", "pywharf", "server", str(tmp_path / "root"),
-               f"--port={port}", "--host", "127.0.0.1", "--extra-index-url=",
+               "--port=0", "--host", "127.0.0.1", "--extra-index-url=",
                "--auth-read-expires", "10", "--auth_write_expires=10"]  # fmt: skip
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command, stdout=sink, stderr=subprocess.STDOUT, env=pywharf_env(), cwd=tmp_path
         )
-    server = ServerProcess(process, Live("127.0.0.1", port, tmp_path / "root"), log)
+    server = ServerProcess(process, Live("127.0.0.1", 0, tmp_path / "root"), log)
     try:
+        server.live.port = announced_port(process, log)
         wait_until_serving(server.live, process, log)
         status, _, _ = server.live.request("GET", "/simple/", auth=None)
         assert status == 401

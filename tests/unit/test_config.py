@@ -129,7 +129,7 @@ def test_secrets_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) 
         calls.append((a, b))
         return original(a, b)
 
-    monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+    monkeypatch.setattr("pywharf.auth.hmac.compare_digest", counting)
     assert auth.secret_matches("abc", "abc")
     assert not auth.secret_matches("abd", "abc")
     assert not auth.secret_matches("", "")  # an unset secret never matches

@@ -31,9 +31,7 @@ from pywharf.clients.github import GitHubClient
 from pywharf.errors import DistributionExists
 from pywharf.errors import StorageError
 
-RECORDINGS = (
-    Path(__file__).resolve().parents[3] / "shared/reference/octokit-recorded-interactions.json"
-)
+RECORDINGS = Path(__file__).resolve().parents[1] / "data" / "octokit-recorded-interactions.json"
 TOKEN = "0000000000000000000000000000000000000001"
 HOSTS = {
     "api.github.com": "api",
@@ -48,7 +46,7 @@ ACCEPT_ALIASES = {
 EXTRA_QUERY_OK = {"per_page"}
 OWNER = "octokit-fixture-org"
 
-# No skip when shared/reference is missing: the replay is what keeps the client honest.
+# No skip when the recordings are missing: the replay is what keeps the client honest.
 
 
 class Replay:

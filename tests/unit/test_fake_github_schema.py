@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 import pytest
 import urllib3
 from fake_github import Exchange
@@ -25,7 +25,7 @@ from urllib3.util import SKIP_HEADER
 from pywharf.clients.github import GitHubClient
 from pywharf.errors import StorageError
 
-SPEC_PATH = Path(__file__).resolve().parents[3] / "shared/reference/github-rest-subset.openapi.json"
+SPEC_PATH = Path(__file__).resolve().parents[1] / "data" / "github-rest-subset.openapi.json"
 TOKEN = "ghp_schemaSessionToken0123456789abcdefABCD"
 RATE_HEADERS = (
     "x-ratelimit-limit",
@@ -34,7 +34,7 @@ RATE_HEADERS = (
     "x-ratelimit-used",
 )
 
-# No skip when shared/reference is missing: the schema is what keeps the fake honest.
+# No skip when the spec is missing: the schema is what keeps the fake honest.
 
 
 def to_json_schema(node: Any) -> Any:

@@ -324,7 +324,7 @@ class BackendContract:
     ) -> None:
         record = stage(backend, dists["sdist"]).record
         with pytest.raises(StorageError):
-            backend.apply_change(Add(record), credential)  # type: ignore[arg-type]
+            backend.apply_change(Add(record), credential)
 
     # --- rebuild_index -------------------------------------------------------------------------
 

@@ -296,10 +296,8 @@ def test_a_half_written_journal_line_is_read_once_complete(
     with journal_path(root).open("ab") as journal:
         journal.write(line[:20])  # another process is mid-append
         journal.flush()
-        assert (
-            backend.read_index(start.cursor) in (None,)
-            or not backend.read_index(start.cursor).events
-        )  # type: ignore[union-attr]
+        torn = backend.read_index(start.cursor)
+        assert torn is None or not torn.events
         journal.write(line[20:])
     update = backend.read_index(start.cursor)
     assert update is not None

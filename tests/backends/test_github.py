@@ -69,7 +69,8 @@ def github_config(github: FakeGitHub, name: str = "local", **extra: object) -> s
 def new_backend(
     github: FakeGitHub, root: Path, admin: str | None = SERVER_TOKEN, **extra: object
 ) -> GitHubBackend:
-    (config,) = parse_repositories(github_config(github, **extra), "test", backend_settings)
+    text = github_config(github, "local", **extra)
+    (config,) = parse_repositories(text, "test", backend_settings)
     backend = create_backend(config, root, admin)
     assert isinstance(backend, GitHubBackend)
     return backend
@@ -611,7 +612,7 @@ def test_rebuild_retries_when_the_index_changes_meanwhile(
     tamper = FakeGitHubTamper(github)
     tamper.add_behind(backend, wheel.name, wheel.read_bytes())
     github.on_request("PUT", r"/contents/index\.toml$", lambda: github.put_file(
-        OWNER, REPO, "index.toml", github.file(OWNER, REPO, "index.toml") + b"\n"))  # fmt: skip
+        OWNER, REPO, "index.toml", (github.file(OWNER, REPO, "index.toml") or b"") + b"\n"))  # fmt: skip
     report = backend.rebuild_index()
     assert report.added == [wheel.name]
     assert {r.filename for r in index_of(twin).records()} == {sdist.name, wheel.name}

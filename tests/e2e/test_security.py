@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -36,9 +37,9 @@ def embedded_secrets(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def embedded(pyz: Path, tmp_path: Path) -> ServerProcess:
+def embedded(pyz: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     server = start_pyz(pyz, tmp_path / "root")
-    yield server  # type: ignore[misc]
+    yield server
     stop(server)
 
 

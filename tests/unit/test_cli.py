@@ -304,7 +304,7 @@ def test_each_command_parses_into_its_own_frozen_options(name: str) -> None:
     assert flags <= option_keys(command)
     for unflagged in option_keys(command) - flags:  # unyank and delete take no --reason
         assert getattr(parse_flags(command, ["t", "n", "p", "x"]), unflagged) == ""
-    assert command.options.__dataclass_params__.frozen  # type: ignore[attr-defined]
+    assert command.options.__dataclass_params__.frozen
 
 
 def test_backend_keys_given_as_flags_travel_in_extra() -> None:

@@ -34,6 +34,7 @@ from pywharf.http import accepts_gzip
 from pywharf.http import http_date
 from pywharf.http import negotiate
 from pywharf.http import parse_basic_auth
+from pywharf.http import parse_http_date
 from pywharf.http import parse_range
 from pywharf.http import prefers_html
 from pywharf.http import read_form
@@ -220,8 +221,7 @@ class App:
         return login_form(call.request, keys)
 
     def logout_page(self, call: Call) -> Response:
-        self._session_keys()
-        return logout(call.request)
+        return logout(call.request, self._session_keys())
 
     def initialize(self, call: Call) -> Response:
         """The original's run-time reconfiguration, now authorized (see Service)."""
@@ -359,6 +359,15 @@ def _matches(header: str | None, etag: str) -> bool:
     )
 
 
+def _not_modified(request: Request, etag: str, last_modified: float) -> bool:
+    """RFC 9110 section 13.2.2: If-None-Match decides when present, else If-Modified-Since."""
+    if_none_match = request.header("if-none-match")
+    if if_none_match is not None:
+        return _matches(if_none_match, etag)
+    since = parse_http_date(request.header("if-modified-since"))
+    return since is not None and int(last_modified) <= since
+
+
 def _page_response(request: Request, page: Page, media: str, user: str) -> Response:
     packed = page.compressible and accepts_gzip(request.header("accept-encoding"))
     etag = f'"{page.etag}-{"j" if media == JSON else "h"}{"z" if packed else ""}"'
@@ -386,7 +395,7 @@ def _file_response(request: Request, download: FileDownload, user: str) -> Respo
         ("Cache-Control", FILE_CACHE_CONTROL),
         ("Accept-Ranges", "bytes"),
     ]
-    if _matches(request.header("if-none-match"), etag):
+    if _not_modified(request, etag, download.last_modified):
         return Response(304, headers, user=user)
     headers.append(("Content-Type", "application/octet-stream"))
     if_range = request.header("if-range")

@@ -43,7 +43,7 @@ class ConfigError(PywharfError, ValueError):
 
 
 class StorageError(PywharfError):
-    """A backend failed; subclasses say how. Mapped to HTTP by `RequestError.status_for`."""
+    """A backend failed; subclasses say how, and `status` is the HTTP answer for it."""
 
     status = 502
 

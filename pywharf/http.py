@@ -10,7 +10,9 @@ import binascii
 import re
 from dataclasses import dataclass
 from dataclasses import field
+from datetime import timezone
 from email.utils import formatdate
+from email.utils import parsedate_to_datetime
 from typing import Protocol
 from typing import Union
 from urllib.parse import parse_qsl
@@ -27,7 +29,7 @@ __all__ = [
     "HTML",
     "JSON",
     "TEXT_HTML",
-    "Body",
+    "ResponseBody",
     "BodyReader",
     "FileBody",
     "Request",
@@ -35,6 +37,7 @@ __all__ = [
     "http_date",
     "negotiate",
     "parse_basic_auth",
+    "parse_http_date",
     "accepts_gzip",
     "parse_range",
     "prefers_html",
@@ -69,7 +72,7 @@ class FileBody:
     length: int
 
 
-Body = Union[bytes, FileBody]
+ResponseBody = Union[bytes, FileBody]
 
 
 @dataclass
@@ -91,7 +94,7 @@ class Request:
 class Response:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
-    body: Body = b""
+    body: ResponseBody = b""
     reason: str | None = None  # the reason phrase: twine prints it, so errors put their line here
     close: bool = False
     user: str = "-"  # for the access log
@@ -168,6 +171,22 @@ def read_form(request: Request) -> dict[str, str]:
 
 def http_date(timestamp: float) -> str:
     return formatdate(timestamp, usegmt=True)
+
+
+def parse_http_date(value: str | None) -> float | None:
+    """An RFC 9110 HTTP-date as seconds since the epoch; None when absent or not a date.
+
+    A recipient must ignore an invalid If-Modified-Since (RFC 9110 section 13.1.3).
+    """
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed.tzinfo is None:  # RFC 850 and asctime dates are GMT by definition
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
 
 
 def parse_basic_auth(value: str | None) -> tuple[str, str] | None:

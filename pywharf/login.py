@@ -1,8 +1,8 @@
 """Browser login: a self-contained form, a checked secret, a signed session cookie.
 
 Sessions only ever grant reading: uploads and changes need Basic auth, so no cross-site post
-can act with a browser's cookie. The form itself is guarded by a double-submit token and the
-Origin header.
+can act with a browser's cookie. The form itself is guarded by a signed, dated double-submit
+token, the Origin header and Fetch Metadata.
 """
 
 from __future__ import annotations
@@ -90,6 +90,11 @@ def login_form(
 
 
 def _same_origin(request: Request) -> bool:
+    # Fetch Metadata: a browser that sends it says where the form came from; a sibling
+    # subdomain ("same-site") could plant cookies, so only our own origin (or a typed-in
+    # navigation, "none") may post the login form.
+    if request.header("sec-fetch-site") not in (None, "same-origin", "none"):
+        return False
     origin = request.header("origin")
     if origin is None or origin == "null":
         return origin is None  # a sandboxed or privacy-stripped post is refused
@@ -105,7 +110,7 @@ def submit_login(
     token = form.get("csrf", "")
     # compare_digest takes str only in ASCII; header values arrive as Latin-1: compare bytes.
     same = hmac.compare_digest(token.encode(), cookie.encode())
-    if not token or not token.isascii() or not same or not _same_origin(request):
+    if not same or not keys.csrf_valid(token) or not _same_origin(request):
         raise Forbidden("the login form expired or came from another site; reload it")
     name = form.get("pkg_repo_name", "").strip().lower()
     secret = form.get("pkg_repo_secret_raw", "")
@@ -121,7 +126,9 @@ def submit_login(
     return Response(303, [("Location", location), ("Set-Cookie", cookie_line)], b"")
 
 
-def logout(request: Request) -> Response:
+def logout(request: Request, keys: SessionKeys) -> Response:
+    """End the session: the browser forgets the cookie, and every server refuses it from now."""
+    keys.revoke(parse_cookies(request.header("cookie")).get(SESSION_COOKIE))
     cookie = f"{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{_secure(request)}"
     return Response(303, [("Location", "/login/"), ("Set-Cookie", cookie)], b"")
 

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 from types import FrameType
 from typing import Any
@@ -71,14 +72,14 @@ _UNSAFE_IN_HEADER = re.compile(r"[\r\n\x00]")
 # Escaped in access-log fields: everything outside printable ASCII, plus the quote and the
 # backslash, as nginx escapes its log variables (`\xNN`).
 _UNSAFE_IN_LOG = re.compile(r'[^\x20-\x7e]|["\\]')
-_REASONS = {
-    200: "OK", 206: "Partial Content", 301: "Moved Permanently", 302: "Found",
-    304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-    404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 410: "Gone",
-    411: "Length Required", 413: "Content Too Large", 415: "Unsupported Media Type",
-    416: "Range Not Satisfiable", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-}  # fmt: skip
+
+
+def _reason_phrase(status: int) -> str:
+    """The standard phrase (RFC 9110 section 15), never "Unknown": 303, 429, 507 included."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Status"
 
 
 class _Closed(Exception):
@@ -167,7 +168,7 @@ class Connection:
         return data
 
 
-class Body:
+class RequestBody:
     """The request body: exactly Content-Length bytes; sends `100 Continue` on first read."""
 
     def __init__(self, connection: Connection, length: int, expect_continue: bool) -> None:
@@ -217,7 +218,7 @@ def parse_head(head: bytes, connection: Connection) -> tuple[Request, bool]:
         path=unquote(path),
         query=dict(parse_qsl(query, keep_blank_values=True)),
         headers=headers,
-        body=Body(connection, length or 0, expect),
+        body=RequestBody(connection, length or 0, expect),
         content_length=length,
     )
     return request, keep_alive and "transfer-encoding" not in headers
@@ -235,7 +236,7 @@ def _content_length(headers: dict[str, str]) -> int | None:
 
 
 def _head_bytes(response: Response, method: str, keep_alive: bool) -> bytes:
-    reason = response.reason or _REASONS.get(response.status, "Unknown")
+    reason = response.reason or _reason_phrase(response.status)
     lines = [f"HTTP/1.1 {response.status} {reason}"]
     # No header value may end its line early (response splitting); none is beyond Latin-1.
     lines += [f"{name}: {_UNSAFE_IN_HEADER.sub('', value)}" for name, value in response.headers]
@@ -327,7 +328,9 @@ class Handler(socketserver.BaseRequestHandler):
         request.client = client
         response = self.server.app.handle(request)
         body = request.body
-        leftover = isinstance(body, Body) and body.remaining > 0  # an unread body: not reusable
+        leftover = (
+            isinstance(body, RequestBody) and body.remaining > 0
+        )  # an unread body: not reusable
         keep_alive = keep_alive and not response.close and not leftover
         self._answer(
             connection, response, request.method, request.path, keep_alive, client, started

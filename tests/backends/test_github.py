@@ -611,8 +611,12 @@ def test_rebuild_retries_when_the_index_changes_meanwhile(
     put(backend, sdist)
     tamper = FakeGitHubTamper(github)
     tamper.add_behind(backend, wheel.name, wheel.read_bytes())
-    github.on_request("PUT", r"/contents/index\.toml$", lambda: github.put_file(
-        OWNER, REPO, "index.toml", (github.file(OWNER, REPO, "index.toml") or b"") + b"\n"))  # fmt: skip
+
+    def touch_index() -> None:  # another writer changes the index just before ours lands
+        stored = github.file(OWNER, REPO, "index.toml") or b""
+        github.put_file(OWNER, REPO, "index.toml", stored + b"\n")
+
+    github.on_request("PUT", r"/contents/index\.toml$", touch_index)
     report = backend.rebuild_index()
     assert report.added == [wheel.name]
     assert {r.filename for r in index_of(twin).records()} == {sdist.name, wheel.name}

@@ -396,31 +396,25 @@ def write_journal(root: Path, count: int) -> None:
             journal.write(json.dumps(event_to_json(Add(record)), separators=(",", ":")) + "\n")
 
 
-def time_to_first_page(pyz: Path, root: Path, config: Path) -> float:
-    started = time.monotonic()
-    server = start_pyz(pyz, root, "--config", str(config), "--extra_index_url", "")
-    try:
-        while server.live.request("GET", "/simple/project-7/")[0] != 200:
-            assert time.monotonic() - started < 30
-        return time.monotonic() - started
-    finally:
-        assert stop(server) == 0
-
-
 @pytest.mark.slow
-def test_start_up_with_100000_files_takes_under_2_s_more_than_empty(
-    pyz: Path, tmp_path: Path
-) -> None:
+def test_a_100000_file_journal_loads_whole(pyz: Path, tmp_path: Path) -> None:
+    """Start-up reads the whole journal; its speed is measured in benchmarks/ (cold start),
+    never here: a loaded machine must not fail the suite."""
     config = tmp_path / "repos.toml"
     config.write_text(
         f'[local]\ntype = "file_system"\nread_secret = "{READ}"\nwrite_secret = "{WRITE}"\n'
     )
-    small, big = tmp_path / "small" / "root", tmp_path / "big" / "root"
-    write_journal(small, 10)
-    write_journal(big, 100_000)
-    baseline = time_to_first_page(pyz, small, config)  # Python, the zipapp, the port
-    full = time_to_first_page(pyz, big, config)
-    assert full - baseline < 2.0, (baseline, full)
+    root = tmp_path / "big" / "root"
+    write_journal(root, 100_000)
+    server = start_pyz(pyz, root, "--config", str(config), "--extra_index_url", "")
+    try:
+        status, _, page = server.live.request("GET", "/simple/project-7/")
+        assert status == 200
+        assert page.count(b"<a ") == 100  # files 7, 1007, ... 99007
+        status, _, root_page = server.live.request("GET", "/simple/")
+        assert status == 200 and root_page.count(b"<a ") == 1000
+    finally:
+        assert stop(server) == 0
 
 
 def test_the_pyz_runs_as_a_program(pyz: Path, tmp_path: Path) -> None:

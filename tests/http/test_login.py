@@ -490,24 +490,28 @@ def test_a_session_among_other_cookies_is_found(site: Site) -> None:
 
 
 def _tampered(value: str) -> dict[str, str]:
-    name, permission, expires, epoch, signature = value.split(".")
+    name, permission, expires, epoch, session_id, signature = value.split(".")
     other = base64.urlsafe_b64encode(b"other").rstrip(b"=").decode()
     flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    fields = f"{name}.{permission}.{expires}.{epoch}"
     return {
-        "signature changed": f"{name}.{permission}.{expires}.{epoch}.{flipped}",
-        "write permission": f"{name}.2.{expires}.{epoch}.{signature}",
-        "another repository": f"{other}.{permission}.{expires}.{epoch}.{signature}",
-        "later expiry": f"{name}.{permission}.{int(expires) + 3600}.{epoch}.{signature}",
-        "another configuration": f"{name}.{permission}.{expires}.0{epoch[1:]}.{signature}",
-        "no signature": f"{name}.{permission}.{expires}.{epoch}.",
-        "signature dropped": f"{name}.{permission}.{expires}.{epoch}",
+        "signature changed": f"{fields}.{session_id}.{flipped}",
+        "write permission": f"{name}.2.{expires}.{epoch}.{session_id}.{signature}",
+        "another repository": f"{other}.{permission}.{expires}.{epoch}.{session_id}.{signature}",
+        "later expiry": f"{name}.{permission}.{int(expires) + 3600}.{epoch}.{session_id}."
+        f"{signature}",
+        "another configuration": f"{name}.{permission}.{expires}.0{epoch[1:]}.{session_id}."
+        f"{signature}",
+        "another session id": f"{fields}.x{session_id[1:]}.{signature}",
+        "no signature": f"{fields}.{session_id}.",
+        "signature dropped": f"{fields}.{session_id}",
         "extra part": f"{value}.x",
         "garbage": "not-a-session",
         "empty": "",
     }
 
 
-TAMPERED = list(_tampered("bG9jYWw.1.1.e.sig"))
+TAMPERED = list(_tampered("bG9jYWw.1.1.e.id.sig"))
 
 
 @pytest.mark.parametrize("case", TAMPERED)
@@ -654,3 +658,62 @@ def test_over_plain_http_no_cookie_is_secure(site: Site) -> None:
 def test_login_routes_refuse_other_methods(site: Site) -> None:
     assert site.fetch("PUT", "/login/").status == 405
     assert site.fetch("DELETE", "/login/").status == 405
+
+
+# --- issue 9: logout ends the session everywhere; planted tokens; reason phrases --------------
+
+
+def test_a_copied_session_cookie_dies_with_its_logout(site: Site) -> None:
+    value = site.session()
+    cookie = {"Cookie": f"pywharf_session={value}", "Accept": PIP}
+    assert site.fetch("GET", "/simple/", cookie).status == 200
+    out = site.fetch("GET", "/logout/", cookie)
+    assert out.status == 303
+    assert site.fetch("GET", "/simple/", cookie).status == 401  # the copy no longer reads
+    # Another server on the same ROOT (its own keys object, the same key file) refuses it too.
+    other = SessionKeys.load(site.live.root, LIFETIME)
+    assert other.check(value) is None
+    assert other.check(site.session()) is not None  # a new login still works
+
+
+def test_a_planted_csrf_pair_is_refused(site: Site) -> None:
+    """Login CSRF: an attacker who can set our cookie and fill our form with the same value."""
+    for planted in ("attacker-chosen", "csrf.x.9999999999.forged", site.form() + "x"):
+        fields = {"pkg_repo_name": "local", "pkg_repo_secret_raw": READ, "csrf": planted}
+        reply = site.post_login(fields, csrf_cookie=planted, headers={"Origin": site.origin})
+        assert reply.status == 403, planted
+
+
+def test_an_expired_csrf_token_is_refused(site: Site) -> None:
+    stale = site.keys.csrf_token(now=0)
+    fields = {"pkg_repo_name": "local", "pkg_repo_secret_raw": READ, "csrf": stale}
+    assert site.post_login(fields, csrf_cookie=stale).status == 403
+
+
+@pytest.mark.parametrize("where", ["cross-site", "same-site"])
+def test_a_login_posted_from_another_site_is_refused_by_fetch_metadata(
+    site: Site, where: str
+) -> None:
+    token = site.form()
+    fields = {"pkg_repo_name": "local", "pkg_repo_secret_raw": READ, "csrf": token}
+    # No Origin header at all: Fetch Metadata alone refuses it.
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Cookie": f"pywharf_csrf={token}",
+        "Sec-Fetch-Site": where,
+    }
+    reply = site.fetch("POST", "/login/", headers, urlencode(fields).encode())
+    assert reply.status == 403
+    same = site.post_login(fields, csrf_cookie=token, headers={"Sec-Fetch-Site": "same-origin"})
+    assert same.status == 303
+
+
+def test_redirects_carry_their_standard_reason_phrase(site: Site) -> None:
+    connection = http.client.HTTPConnection(site.live.host, site.live.port, timeout=30)
+    try:
+        connection.request("GET", "/logout/")
+        response = connection.getresponse()
+        response.read()
+        assert (response.status, response.reason) == (303, "See Other")
+    finally:
+        connection.close()

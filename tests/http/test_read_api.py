@@ -462,3 +462,18 @@ def test_downloads_go_out_by_sendfile(filled: Filled, monkeypatch: pytest.Monkey
     status, _, body = filled.live.request("GET", WHEEL_PATH, headers={"Range": "bytes=5-"})
     assert (status, body) == (206, data[5:])
     assert calls == [len(data), len(data) - 5]
+
+
+def test_if_modified_since_gets_304_unless_the_file_is_newer(filled: Filled) -> None:
+    """RFC 9110 section 13.1.3; If-None-Match, when present, decides instead (13.2.2)."""
+    status, headers, _ = filled.live.request("GET", WHEEL_PATH)
+    last_modified = headers["last-modified"]
+    same = {"If-Modified-Since": last_modified}
+    assert filled.live.request("GET", WHEEL_PATH, headers=same)[0] == 304
+    for stale in ("Thu, 01 Jan 1970 00:00:01 GMT", "not a date", "Sun, 06 Nov 1994 08:49:37"):
+        status, _, body = filled.live.request(
+            "GET", WHEEL_PATH, headers={"If-Modified-Since": stale}
+        )
+        assert status == 200 and body, stale
+    both = {"If-Modified-Since": last_modified, "If-None-Match": '"other"'}
+    assert filled.live.request("GET", WHEEL_PATH, headers=both)[0] == 200

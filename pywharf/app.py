@@ -13,6 +13,7 @@ from typing import Protocol
 from urllib.parse import quote
 from urllib.parse import urlencode
 
+from pywharf.auth import FailureThrottle
 from pywharf.auth import Permission
 from pywharf.backends import LocalFile
 from pywharf.backends import Redirect
@@ -153,6 +154,7 @@ class App:
         self.initializer = initializer
         self.sessions = sessions
         self.spools = Spools()
+        self.throttle = FailureThrottle()  # shared by every repository: guessers move on
 
     def handle(self, request: Request) -> Response:
         try:
@@ -177,12 +179,23 @@ class App:
             return self._from_session(request, needed)
         user, secret = credentials
         repository = self.repositories.get(user.lower())
-        granted = repository.permission(secret, needed) if repository else Permission.NONE
+        granted = self._permission(request.client, repository, secret, needed)
         if repository is None or granted < Permission.READ:
             raise AuthenticationRequired("Unknown repository or wrong secret", _REALM)
         if granted < needed:
             raise Forbidden(f"This secret of {repository.name!r} can read but not upload or change")
         return repository
+
+    def _permission(
+        self, client: str, repository: Repository | None, secret: str, needed: Permission
+    ) -> Permission:
+        """The secret's permission; a failure counts against the client and the repository."""
+        name = repository.name if repository else ""
+        self.throttle.check(client, name)
+        granted = repository.permission(secret, needed) if repository else Permission.NONE
+        if granted < Permission.READ:
+            self.throttle.failed(client, name)
+        return granted
 
     def _from_session(self, request: Request, needed: Permission) -> Repository:
         """A browser's session (read only); a browser without one goes to the login page."""
@@ -202,12 +215,15 @@ class App:
 
     # --- login and /initialize/ --------------------------------------------------------------
 
-    def _check_secret(self, name: str, secret: str) -> tuple[Permission, str]:
+    def _login_check(self, client: str) -> Callable[[str, str], tuple[Permission, str]]:
         """The permission of a login, and the configuration it was granted under."""
-        repository = self.repositories.get(name)
-        if repository is None:
-            return Permission.NONE, ""
-        return repository.permission(secret, Permission.READ), repository.epoch
+
+        def check(name: str, secret: str) -> tuple[Permission, str]:
+            repository = self.repositories.get(name)
+            granted = self._permission(client, repository, secret, Permission.READ)
+            return granted, repository.epoch if repository else ""
+
+        return check
 
     def _session_keys(self) -> SessionKeys:
         if self.sessions is None:
@@ -217,7 +233,7 @@ class App:
     def login_page(self, call: Call) -> Response:
         keys = self._session_keys()
         if call.request.method == "POST":
-            return submit_login(call.request, keys, self._check_secret)
+            return submit_login(call.request, keys, self._login_check(call.request.client))
         return login_form(call.request, keys)
 
     def logout_page(self, call: Call) -> Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationRequired",
+    "AuthorizationBusy",
     "BadRequest",
     "ConfigError",
     "ContentConflict",
@@ -30,6 +31,7 @@ __all__ = [
     "StorageError",
     "StorageNotFound",
     "StorageUnavailable",
+    "TooManyFailures",
     "UnsupportedMediaType",
 ]
 
@@ -196,4 +198,27 @@ class ServerBusy(RequestError):
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
+        self.headers = (("Retry-After", str(retry_after)),)
+
+
+class TooManyFailures(RequestError):
+    """This client, or this repository, failed authentication too often (429 with Retry-After).
+
+    Credentials are not even checked until then, so a guesser learns nothing from a retry.
+    """
+
+    status = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many failed logins; retry in {retry_after} s")
+        self.headers = (("Retry-After", str(retry_after)),)
+
+
+class AuthorizationBusy(RequestError):
+    """Checking an unknown credential with the backend is rate-bound, and the queue is full."""
+
+    status = 503
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many credentials to check right now; retry in {retry_after} s")
         self.headers = (("Retry-After", str(retry_after)),)

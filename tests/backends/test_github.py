@@ -35,6 +35,7 @@ from pywharf.backends.github_upload import DRAFT_WAITS
 from pywharf.config import load_toml
 from pywharf.config import parse_repositories
 from pywharf.errors import ConfigError
+from pywharf.errors import CredentialInvalid
 from pywharf.errors import DistributionExists
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
@@ -300,15 +301,28 @@ def test_a_local_version_keeps_its_plus(
 
 # --- uploads that fail leave nothing behind ------------------------------------------------------
 
+# name: (method, path, status, times, origin) of GitHub's fault -> the status we answer
 UPLOAD_FAULTS = {
-    "asset-502": ("POST", r"/assets$", 502, 1, "uploads"),
-    "asset-duplicate-422": ("POST", r"/assets$", 422, 1, "uploads"),
-    "publish-500": ("PATCH", r"/releases/\d+$", 500, 4, "api"),
-    "index-409-always": ("PUT", r"/contents/index\.toml$", 409, INDEX_WRITE_ATTEMPTS, "api"),
-    "index-422-always": ("PUT", r"/contents/index\.toml$", 422, INDEX_WRITE_ATTEMPTS, "api"),
-    "index-404": ("PUT", r"/contents/index\.toml$", 404, 1, "api"),
-    "index-401": ("PUT", r"/contents/index\.toml$", 401, 1, "api"),
+    "asset-502": (("POST", r"/assets$", 502, 1, "uploads"), 503),
+    "asset-duplicate-422": (("POST", r"/assets$", 422, 1, "uploads"), 503),
+    "publish-500": (("PATCH", r"/releases/\d+$", 500, 4, "api"), 503),
+    "index-409-always": (("PUT", r"/contents/index\.toml$", 409, INDEX_WRITE_ATTEMPTS, "api"), 503),
+    "index-422-always": (("PUT", r"/contents/index\.toml$", 422, INDEX_WRITE_ATTEMPTS, "api"), 503),
+    "index-404": (("PUT", r"/contents/index\.toml$", 404, 1, "api"), 404),
+    # The caller's token refused at any step is their answer (issue 9), not a 503.
+    "create-401": (("POST", r"/releases$", 401, 1, "api"), 401),
+    "asset-403": (("POST", r"/assets$", 403, 1, "uploads"), 403),
+    "publish-403": (("PATCH", r"/releases/\d+$", 403, 1, "api"), 403),
+    "index-401": (("PUT", r"/contents/index\.toml$", 401, 1, "api"), 401),
+    "index-403": (("PUT", r"/contents/index\.toml$", 403, 1, "api"), 403),
 }
+
+
+def assert_nothing_stored(github: FakeGitHub, filename: str) -> None:
+    assert releases(github) == []
+    repo = github.world.repo(OWNER, REPO)
+    assert repo is not None and filename not in repo.tags
+    assert github.file(OWNER, REPO, "index.toml") is None
 
 
 @pytest.mark.parametrize("fault", sorted(UPLOAD_FAULTS))
@@ -316,18 +330,29 @@ def test_a_failed_upload_leaves_no_release_and_no_tag(
     github: FakeGitHub, quick: GitHubBackend, wheel: Path, fault: str
 ) -> None:
     backend = quick
-    method, path, status, times, origin = UPLOAD_FAULTS[fault]
+    (method, path, status, times, origin), expected = UPLOAD_FAULTS[fault]
     github.inject(method, path, status, times=times, origin=origin)
     with pytest.raises(StorageError) as caught:
         put(backend, wheel)
-    assert caught.value.status in (404, 503)  # never a 409: nothing is stored
+    assert caught.value.status == expected  # never a 409: nothing is stored
     assert WRITE_TOKEN not in str(caught.value) and "\n" not in str(caught.value)
-    assert releases(github) == []
-    repo = github.world.repo(OWNER, REPO)
-    assert repo is not None and wheel.name not in repo.tags
-    assert github.file(OWNER, REPO, "index.toml") is None
+    assert_nothing_stored(github, wheel.name)
     put(backend, wheel)  # and the same upload then goes through
     assert [r.tag_name for r in releases(github)] == [wheel.name]
+
+
+@pytest.mark.parametrize("step", ["POST /assets", "PATCH /releases", "PUT /contents"])
+def test_a_token_revoked_mid_upload_is_a_401_and_the_server_cleans_up(
+    github: FakeGitHub, quick: GitHubBackend, wheel: Path, step: str
+) -> None:
+    """Revoked, the caller's token cannot delete its own draft: the server's token does."""
+    method, path = step.split()
+    github.on_request(method, path, lambda: github.revoke(WRITE_TOKEN))
+    with pytest.raises(CredentialInvalid) as caught:
+        put(quick, wheel)
+    assert caught.value.status == 401 and "rejected the token" in str(caught.value)
+    assert caught.value.headers[0][0] == "WWW-Authenticate"
+    assert_nothing_stored(github, wheel.name)
 
 
 @pytest.mark.parametrize("status", [409, 422])
@@ -611,8 +636,12 @@ def test_rebuild_retries_when_the_index_changes_meanwhile(
     put(backend, sdist)
     tamper = FakeGitHubTamper(github)
     tamper.add_behind(backend, wheel.name, wheel.read_bytes())
-    github.on_request("PUT", r"/contents/index\.toml$", lambda: github.put_file(
-        OWNER, REPO, "index.toml", (github.file(OWNER, REPO, "index.toml") or b"") + b"\n"))  # fmt: skip
+
+    def another_writer() -> None:
+        before = github.file(OWNER, REPO, "index.toml") or b""
+        github.put_file(OWNER, REPO, "index.toml", before + b"\n")
+
+    github.on_request("PUT", r"/contents/index\.toml$", another_writer)
     report = backend.rebuild_index()
     assert report.added == [wheel.name]
     assert {r.filename for r in index_of(twin).records()} == {sdist.name, wheel.name}

@@ -229,9 +229,8 @@ def run_init_pkg_repo(options: InitPkgRepoOptions) -> int:
 
 def _enable_pages(client: GitHubClient, owner: str, name: str) -> None:
     """GitHub Pages built by the workflow; a plan without Pages only gets a warning."""
-    path = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}/pages"
     try:
-        client.call("POST", path, json_body={"build_type": "workflow"})
+        client.enable_pages(owner, name)
     except ClientError as error:
         print(f"warning: GitHub Pages not enabled: {error}", file=sys.stderr)
         return

@@ -80,6 +80,13 @@ class RepositoryCalls(GitHubCore):
         )  # fmt: skip
         return GitHubRepository.from_json(data)
 
+    def enable_pages(self, owner: str, repo: str) -> None:
+        """Turn GitHub Pages on, built by a workflow (not from a branch)."""
+        self._json(
+            "POST", f"{_repo(owner, repo)}/pages", f"enable GitHub Pages for {owner}/{repo}",
+            ok=(201,), json_body={"build_type": "workflow"},
+        )  # fmt: skip
+
     # -- git refs --------------------------------------------------------------------------
 
     def get_ref(self, owner: str, repo: str, ref: str) -> Ref:

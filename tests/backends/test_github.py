@@ -30,12 +30,21 @@ from pywharf.backends import Redirect
 from pywharf.backends import backend_settings
 from pywharf.backends import create_backend
 from pywharf.backends.github import GitHubBackend
+from pywharf.backends.github_errors import storage_error
 from pywharf.backends.github_index import INDEX_WRITE_ATTEMPTS
 from pywharf.backends.github_upload import DRAFT_WAITS
+from pywharf.clients.errors import AlreadyExists
+from pywharf.clients.errors import ClientError
+from pywharf.clients.errors import Conflict
+from pywharf.clients.errors import Refused
+from pywharf.clients.errors import ResourceNotFound
+from pywharf.clients.errors import Unavailable
 from pywharf.config import load_toml
 from pywharf.config import parse_repositories
 from pywharf.errors import ConfigError
+from pywharf.errors import ContentConflict
 from pywharf.errors import CredentialInvalid
+from pywharf.errors import CredentialRefused
 from pywharf.errors import DistributionExists
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
@@ -194,6 +203,47 @@ def wheel(tmp_path: Path) -> Path:
 @pytest.fixture
 def sdist(tmp_path: Path) -> Path:
     return make_sdist(tmp_path, "demo-pkg", "1.0")
+
+
+# --- the edge: client errors become storage errors in one place ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "callers", "servers"),
+    [
+        (ResourceNotFound("gone", 404), StorageNotFound, StorageNotFound),
+        (Refused("no push", 403), CredentialRefused, StorageUnavailable),
+        (Refused("unknown token", 401), CredentialInvalid, StorageUnavailable),
+        (Unavailable("down", 502), StorageUnavailable, StorageUnavailable),
+        (Conflict("stale sha", 409), ContentConflict, ContentConflict),
+        (AlreadyExists("taken", "a.whl", 422), DistributionExists, DistributionExists),
+        (ClientError("odd answer", 410), StorageError, StorageError),
+    ],
+)
+def test_client_errors_map_by_whose_token_was_refused(
+    error: ClientError, callers: type[StorageError], servers: type[StorageError]
+) -> None:
+    assert type(storage_error(error, callers_token=True)) is callers
+    assert type(storage_error(error, callers_token=False)) is servers
+    assert [CredentialInvalid.status, CredentialRefused.status] == [401, 403]
+
+
+def test_every_public_method_passes_the_edge() -> None:
+    """`close` raises nothing; every other public method maps the client's errors."""
+    methods = {name: value for name, value in vars(GitHubBackend).items() if callable(value)}
+    public = {name for name in methods if not name.startswith("_")} | {"__init__"}
+    assert {"authorize", "put", "apply_change", "read_index", "open"} <= public
+    unmapped = {name for name in public - {"close"} if not hasattr(methods[name], "__wrapped__")}
+    assert unmapped == set()
+
+
+def test_the_server_s_token_refused_is_a_503_not_the_reader_s_fault(
+    github: FakeGitHub, backend: GitHubBackend
+) -> None:
+    github.revoke(SERVER_TOKEN)
+    with pytest.raises(StorageUnavailable) as caught:
+        backend.read_index(None)
+    assert caught.value.status == 503 and "rejected the token" in str(caught.value)
 
 
 # --- authorize -----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ __all__ = [
     "BadRequest",
     "ConfigError",
     "ContentConflict",
+    "CredentialInvalid",
     "CredentialRefused",
     "DistributionExists",
     "Forbidden",
@@ -62,8 +63,14 @@ class StorageUnavailable(StorageError):
     status = 503
 
 
-class CredentialRefused(StorageUnavailable):
-    """The storage refused the credential itself (GitHub: 401, or a 403 not a rate limit)."""
+class CredentialRefused(StorageError):
+    """The storage refused the caller's own credential (GitHub: a 403 not a rate limit): 403.
+
+    The server's own credential refused is a `StorageUnavailable` instead: not the caller's
+    fault, and it may be mended without them.
+    """
+
+    status = 403
 
 
 class ContentConflict(StorageUnavailable):
@@ -113,6 +120,13 @@ class AuthenticationRequired(RequestError):
     def __init__(self, message: str, realm: str = "pywharf") -> None:
         super().__init__(message)
         self.headers = (("WWW-Authenticate", f'Basic realm="{realm}", charset="UTF-8"'),)
+
+
+class CredentialInvalid(CredentialRefused, AuthenticationRequired):
+    """The storage says the caller's credential is not valid at all (GitHub: 401): a 401
+    with the Basic challenge, as for a wrong secret."""
+
+    status = 401
 
 
 class Forbidden(RequestError):

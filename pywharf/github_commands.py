@@ -19,14 +19,15 @@ from urllib.parse import urlsplit
 
 import tomli_w
 
+from pywharf.backends.github_errors import storage_errors
 from pywharf.backends.github_layout import IndexFile
 from pywharf.backends.github_layout import empty_index
 from pywharf.backends.github_layout import read_document
+from pywharf.clients.errors import ClientError
+from pywharf.clients.errors import ResourceNotFound
 from pywharf.clients.github import GitHubClient
-from pywharf.clients.github_models import Repository
+from pywharf.clients.github_models import GitHubRepository
 from pywharf.errors import ConfigError
-from pywharf.errors import StorageError
-from pywharf.errors import StorageNotFound
 from pywharf.index import Index
 from pywharf.settings import GenGhPagesOptions
 from pywharf.settings import InitPkgRepoOptions
@@ -152,7 +153,7 @@ def _pyz_bytes(option: str) -> bytes:
 # --- init_pkg_repo --------------------------------------------------------------------------------
 
 
-def _create(client: GitHubClient, options: InitPkgRepoOptions) -> Repository:
+def _create(client: GitHubClient, options: InitPkgRepoOptions) -> GitHubRepository:
     """A private repository with a first commit, for the token's user or an organization."""
     login = client.get_user().login
     owner = options.owner or login
@@ -163,13 +164,13 @@ def _create(client: GitHubClient, options: InitPkgRepoOptions) -> Repository:
     )
 
 
-def _head(client: GitHubClient, repository: Repository) -> str:
+def _head(client: GitHubClient, repository: GitHubRepository) -> str:
     """The default branch's commit; GitHub may need a moment after creating the repository."""
     for pause in (*REF_WAITS, None):
         try:
             branch = f"heads/{repository.default_branch}"
             return client.get_ref(repository.owner, repository.name, branch).sha
-        except StorageNotFound:
+        except ResourceNotFound:
             if pause is None:
                 raise
             time.sleep(pause)
@@ -193,6 +194,7 @@ def _config_text(options: InitPkgRepoOptions, owner: str, branch: str) -> str:
     )
 
 
+@storage_errors(callers_token=True)
 def run_init_pkg_repo(options: InitPkgRepoOptions) -> int:
     """Create the repository, commit the pyz, the workflow and an empty index; print config."""
     pages = options.enable_gh_pages
@@ -227,10 +229,9 @@ def run_init_pkg_repo(options: InitPkgRepoOptions) -> int:
 
 def _enable_pages(client: GitHubClient, owner: str, name: str) -> None:
     """GitHub Pages built by the workflow; a plan without Pages only gets a warning."""
-    path = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}/pages"
     try:
-        client.call("POST", path, json_body={"build_type": "workflow"})
-    except StorageError as error:
+        client.enable_pages(owner, name)
+    except ClientError as error:
         print(f"warning: GitHub Pages not enabled: {error}", file=sys.stderr)
         return
     print(
@@ -277,6 +278,7 @@ def write_pages(listed: IndexFile, download_base: str, folder: Path) -> int:
     return len(index)
 
 
+@storage_errors(callers_token=True)
 def run_gen_gh_pages(options: GenGhPagesOptions) -> int:
     """Static pages for a repository's index (not the index itself: no metadata is published)."""
     owner, repo = options.owner, options.repo
@@ -285,7 +287,7 @@ def run_gen_gh_pages(options: GenGhPagesOptions) -> int:
         source = f"{owner}/{repo}:{options.index_filename}"
         try:
             raw = client.get_contents_raw(owner, repo, options.index_filename, ref=branch)
-        except StorageNotFound:
+        except ResourceNotFound:
             raw = None
     listed = read_document(raw.data, source) if raw is not None else empty_index()
     base = f"{web_url(options.api_url)}/{quote(owner)}/{quote(repo)}/releases/download"

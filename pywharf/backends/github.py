@@ -34,6 +34,7 @@ from pywharf.backends import StagedUpload
 from pywharf.backends.download_cache import DownloadCache
 from pywharf.backends.events import repair_report
 from pywharf.backends.events import tombstone
+from pywharf.backends.github_errors import storage_errors
 from pywharf.backends.github_index import INDEX_WRITE_ATTEMPTS
 from pywharf.backends.github_index import IndexDocument
 from pywharf.backends.github_index import RemoteIndex
@@ -48,11 +49,12 @@ from pywharf.backends.github_layout import same_document
 from pywharf.backends.github_layout import set_yank
 from pywharf.backends.github_layout import with_yank
 from pywharf.backends.github_upload import UploadSaga
+from pywharf.clients.errors import Refused
+from pywharf.clients.errors import ResourceNotFound
 from pywharf.clients.github import GitHubClient
 from pywharf.config import RepositoryConfig
 from pywharf.config import Setting
 from pywharf.errors import ConfigError
-from pywharf.errors import CredentialRefused
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
 from pywharf.index import Add
@@ -100,6 +102,7 @@ class GitHubBackend:
     SETTINGS = SETTINGS
     auth_checks_per_second = AUTH_CHECKS_PER_SECOND
 
+    @storage_errors(callers_token=False)
     def __init__(
         self,
         config: RepositoryConfig,
@@ -130,7 +133,7 @@ class GitHubBackend:
             self._api, self.owner, self.repo, config["index_filename"], config["branch"],
             repository=self.name, clock=clock, has_admin=admin_secret is not None,
         )  # fmt: skip
-        self._uploads = UploadSaga(self._index, sleep=sleep)
+        self._uploads = UploadSaga(self._index, self._api, sleep=sleep)
         self.spool_dir = root / "cache" / config.name / "spool"
         self._downloads = DownloadCache(root / "cache" / config.name / "files")
         try:
@@ -148,13 +151,14 @@ class GitHubBackend:
 
     # --- auth ----------------------------------------------------------------------------------
 
+    @storage_errors(callers_token=True)
     def authorize(self, secret: str) -> Permission:
         """One `GET /repos/{owner}/{repo}` with the token: push writes, pull reads."""
         if not _usable_token(secret):
             return Permission.NONE
         try:
             repository = self._as(secret).get_repo(self.owner, self.repo)
-        except (StorageNotFound, CredentialRefused):
+        except (ResourceNotFound, Refused):
             # GitHub hides a private repository from tokens without access (404); a rate limit
             # or an outage stays a StorageUnavailable (503), never a wrong-secret 401.
             return Permission.NONE
@@ -164,12 +168,15 @@ class GitHubBackend:
 
     # --- the index, uploads, yanks and deletes -------------------------------------------------
 
+    @storage_errors(callers_token=False)
     def read_index(self, cursor: Any) -> IndexUpdate | None:
         return self._index.read(cursor)
 
+    @storage_errors(callers_token=True)
     def put(self, upload: StagedUpload, credential: str) -> FileRecord:
         return self._uploads.put(self._as(credential), upload)
 
+    @storage_errors(callers_token=True)
     def apply_change(self, event: Event, credential: str) -> None:
         """Yank: the release body and the index; delete: the release, its tag, the index."""
         if isinstance(event, Add):
@@ -193,7 +200,7 @@ class GitHubBackend:
     def _delete(self, client: GitHubClient, project: str, filename: str) -> None:
         try:
             release = client.get_release_by_tag(self.owner, self.repo, filename)
-        except StorageNotFound:
+        except ResourceNotFound:
             pass  # already gone from GitHub: only the index still lists it
         else:
             client.delete_release(self.owner, self.repo, release.id)
@@ -220,10 +227,12 @@ class GitHubBackend:
         self._index.remember(filename, location)
         return location
 
+    @storage_errors(callers_token=False)
     def open(self, record: FileRecord) -> LocalFile | Redirect:
         location = self._location(record.filename)
         return self._open(record.filename, location.asset_id, record.sha256)
 
+    @storage_errors(callers_token=False)
     def open_metadata(self, record: FileRecord) -> LocalFile | Redirect:
         location = self._location(record.filename)
         if location.metadata_asset_id is None or record.metadata_sha256 is None:
@@ -243,6 +252,7 @@ class GitHubBackend:
 
     # --- rebuild_index -------------------------------------------------------------------------
 
+    @storage_errors(callers_token=False)
     def rebuild_index(self) -> RepairReport:
         """List the releases and write the index file they describe, if it changed."""
         reports: list[RepairReport] = []
@@ -279,7 +289,7 @@ class GitHubBackend:
         """A file the index lists but the listing lacked: published meanwhile, or gone?"""
         try:
             release = self._api.get_release_by_tag(self.owner, self.repo, filename)
-        except StorageNotFound:
+        except ResourceNotFound:
             return None
         return published_file(release, None, known)
 

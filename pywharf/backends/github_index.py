@@ -23,8 +23,9 @@ from pywharf.backends.github_layout import IndexFile
 from pywharf.backends.github_layout import Location
 from pywharf.backends.github_layout import empty_index
 from pywharf.backends.github_layout import read_document
+from pywharf.clients.errors import Conflict
+from pywharf.clients.errors import ResourceNotFound
 from pywharf.clients.github import GitHubClient
-from pywharf.errors import ContentConflict
 from pywharf.errors import StorageNotFound
 from pywharf.errors import StorageUnavailable
 from pywharf.index import Add
@@ -89,7 +90,7 @@ class IndexDocument:
             if not branch:
                 try:
                     branch = self._api.get_repo(self.owner, self.repo).default_branch
-                except StorageNotFound as error:
+                except ResourceNotFound as error:
                     hint = "" if self._has_admin else " (no admin secret is configured for it)"
                     raise StorageNotFound(
                         f"repository {self._repository!r}: {error}{hint}"
@@ -119,7 +120,7 @@ class IndexDocument:
         etag = cursor if isinstance(cursor, str) and cursor != _MISSING else None
         try:
             raw = self._api.get_contents_raw(self.owner, self.repo, self.path, branch, etag)
-        except StorageNotFound:  # no upload yet (or the branch is missing): an empty index
+        except ResourceNotFound:  # no upload yet (or the branch is missing): an empty index
             if cursor == _MISSING:
                 return None
             self._keep(RemoteIndex(empty_index().document, None))
@@ -154,7 +155,7 @@ class IndexDocument:
         """The index file as it is now (an empty one if it does not exist)."""
         try:
             raw = client.get_contents_raw(self.owner, self.repo, self.path, ref=self.branch())
-        except StorageNotFound:
+        except ResourceNotFound:
             empty = empty_index()
             return RemoteIndex(empty.document, None, empty)
         assert raw is not None  # no etag was sent
@@ -203,7 +204,7 @@ class IndexDocument:
                         self.owner, self.repo, self.path, tomli_w.dumps(document).encode(),
                         message, branch=self.branch(), sha=remote.sha,
                     )  # fmt: skip
-                except ContentConflict:
+                except Conflict:
                     remote = None  # stale: read it again
                     continue
                 self._keep(RemoteIndex(document, commit.sha))

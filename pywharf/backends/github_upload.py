@@ -18,11 +18,14 @@ from pywharf.backends.github_layout import add_entry
 from pywharf.backends.github_layout import content_type_of
 from pywharf.backends.github_layout import published_file
 from pywharf.backends.github_layout import release_body
+from pywharf.clients.errors import AlreadyExists
+from pywharf.clients.errors import ClientError
+from pywharf.clients.errors import Refused
+from pywharf.clients.errors import ResourceNotFound
 from pywharf.clients.github import GitHubClient
 from pywharf.clients.github_models import Release
 from pywharf.errors import DistributionExists
 from pywharf.errors import StorageError
-from pywharf.errors import StorageNotFound
 from pywharf.errors import StorageUnavailable
 from pywharf.index import FileRecord
 
@@ -38,8 +41,11 @@ DRAFT_WAITS = (0.1, 0.2, 0.4, 0.8, 1.5, 3.0, 5.0)
 class UploadSaga:
     """Stores uploads as releases of the index's repository, acting with the uploader's token."""
 
-    def __init__(self, index: IndexDocument, *, sleep: Callable[[float], None]) -> None:
+    def __init__(
+        self, index: IndexDocument, server: GitHubClient, *, sleep: Callable[[float], None]
+    ) -> None:
         self._index = index
+        self._server = server  # the server's own client: cleans up what a refused token left
         self.owner, self.repo = index.owner, index.repo
         self._sleep = sleep
 
@@ -56,7 +62,7 @@ class UploadSaga:
             raise
         try:
             client.update_release(self.owner, self.repo, release.id, draft=False)
-        except StorageError:
+        except ClientError:
             # Perhaps another server published this filename first: one release per tag.
             self.discard(client, release, published=False)
             found = self._published_record(client, record)
@@ -85,7 +91,7 @@ class UploadSaga:
                     self.owner, self.repo, record.filename, body=body, draft=True,
                     target_commitish=self._index.branch(),
                 )  # fmt: skip
-            except DistributionExists:
+            except AlreadyExists:
                 found = self._published_record(client, record)
                 if found is not None:
                     return found
@@ -101,7 +107,7 @@ class UploadSaga:
         lists it); DistributionExists for other bytes; None if no published release has it."""
         try:
             release = client.get_release_by_tag(self.owner, self.repo, record.filename)
-        except StorageNotFound:  # GitHub hides drafts here
+        except ResourceNotFound:  # GitHub hides drafts here
             return None
         found = published_file(release, None, self._index.location(record.filename))
         if found is None or found[0].sha256 != record.sha256:
@@ -127,9 +133,9 @@ class UploadSaga:
                     release.upload_url, filename + ".metadata", io.BytesIO(upload.metadata),
                     len(upload.metadata), "text/plain",
                 )  # fmt: skip
-        except DistributionExists as error:  # in a release we just made: GitHub's own hiccup
+        except AlreadyExists as error:  # in a release we just made: GitHub's own hiccup
             raise StorageUnavailable(
-                f"GitHub refused asset {error.filename!r} of the new release {filename!r} as a "
+                f"GitHub refused asset {error.name!r} of the new release {filename!r} as a "
                 "duplicate; try again"
             ) from None
         except OSError as error:
@@ -138,18 +144,36 @@ class UploadSaga:
 
     def discard(self, client: GitHubClient, release: Release, published: bool) -> None:
         """Delete a release we made (and the tag its publishing made); never raises."""
-        try:
-            client.delete_release(self.owner, self.repo, release.id)
-        except StorageNotFound:
-            pass
-        except StorageError as error:
-            log.warning("could not delete release %r: %s", release.tag_name, error)
+        self._as_anyone(
+            client,
+            lambda acting: acting.delete_release(self.owner, self.repo, release.id),
+            f"delete release {release.tag_name!r}",
+        )
         if published:
             self.delete_tag(client, release.tag_name)
 
     def delete_tag(self, client: GitHubClient, tag: str) -> None:
         """Deleting a release leaves its git tag; remove it too (best effort)."""
-        try:
-            client.delete_tag(self.owner, self.repo, tag)
-        except StorageError as error:
-            log.info("could not delete tag %r: %s", tag, error)
+        self._as_anyone(
+            client,
+            lambda acting: acting.delete_tag(self.owner, self.repo, tag),
+            f"delete tag {tag!r}",
+        )
+
+    def _as_anyone(
+        self, client: GitHubClient, action: Callable[[GitHubClient], None], what: str
+    ) -> None:
+        """Clean up with the caller's token, else with the server's: a token refused or
+        revoked mid-upload cannot undo what it made. Logs what neither could; never raises."""
+        error: ClientError | None = None
+        for acting in (client, self._server):
+            try:
+                action(acting)
+                return
+            except (Refused, ResourceNotFound) as refused:  # 404: gone, or hidden from it
+                error = refused
+            except ClientError as failed:
+                error = failed
+                break
+        if not isinstance(error, ResourceNotFound):
+            log.warning("could not %s: %s", what, error)

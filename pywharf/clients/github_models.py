@@ -10,16 +10,16 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from pywharf.errors import StorageError
+from pywharf.clients.errors import ClientError
 
 __all__ = [
     "Asset",
     "FileCommit",
+    "GitHubRepository",
     "Permissions",
     "RawContents",
     "Ref",
     "Release",
-    "Repository",
     "User",
     "git_blob_sha",
 ]
@@ -38,7 +38,7 @@ def _field(data: Any, key: str, kind: type) -> Any:
     """One required field of a GitHub object, checked for its type."""
     value = data.get(key) if isinstance(data, dict) else None
     if not isinstance(value, kind):
-        raise StorageError(f"GitHub answered without a valid {key!r} field")
+        raise ClientError(f"GitHub answered without a valid {key!r} field")
     return value
 
 
@@ -73,7 +73,7 @@ class Permissions:
 
 
 @dataclass(frozen=True)
-class Repository:
+class GitHubRepository:
     """The parts of a repository the backend decides on."""
 
     id: int
@@ -86,7 +86,7 @@ class Repository:
     permissions: Permissions
 
     @classmethod
-    def from_json(cls, data: Any) -> Repository:
+    def from_json(cls, data: Any) -> GitHubRepository:
         return cls(
             id=_field(data, "id", int),
             owner=_field(_field(data, "owner", dict), "login", str),

@@ -23,14 +23,14 @@ from urllib.parse import urlsplit
 import urllib3
 from urllib3.exceptions import HTTPError
 
-from pywharf.errors import StorageError
-from pywharf.errors import StorageUnavailable
+from pywharf.clients.errors import ClientError
+from pywharf.clients.errors import Unavailable
 
 __all__ = [
     "Advisor",
-    "Body",
+    "ClientResponse",
     "LimitedReader",
-    "Response",
+    "RequestPayload",
     "RetryPolicy",
     "Stream",
     "Transport",
@@ -42,7 +42,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Runtime aliases: `X | Y` is evaluated here, so 3.9 needs typing.Union.
-Body = Union[bytes, "LimitedReader", IO[bytes], None]
+RequestPayload = Union[bytes, "LimitedReader", IO[bytes], None]
 
 # Repeating a request is only safe if the first one cannot have taken effect twice;
 # these are the answers after which an idempotent request may be sent again.
@@ -80,7 +80,7 @@ class Wait:
 
 
 @dataclass(frozen=True)
-class Response:
+class ClientResponse:
     """A finished exchange; `stream` is set (and `data` empty) only for an open 2xx body."""
 
     status: int
@@ -90,7 +90,7 @@ class Response:
     stream: Stream | None = None
 
 
-Advisor = Callable[[Response, int], Optional[Wait]]
+Advisor = Callable[[ClientResponse, int], Optional[Wait]]
 
 
 def redact_url(url: str) -> str:
@@ -123,7 +123,7 @@ class LimitedReader:
             return b""
         data = self._file.read(left if amount < 0 else min(amount, left))
         if not data:
-            raise StorageError(f"The file ended after {self._pos} of its {self._size} bytes")
+            raise ClientError(f"The file ended after {self._pos} of its {self._size} bytes")
         self._pos += len(data)
         return data
 
@@ -163,9 +163,7 @@ class Stream:
             data = self._raw.read(amount)
         except HTTPError as exc:
             self.close()
-            raise StorageUnavailable(
-                f"Download of {redact_url(self._url)} broke off: {exc}"
-            ) from exc
+            raise Unavailable(f"Download of {redact_url(self._url)} broke off: {exc}") from exc
         if not data or amount is None:
             self._done = True
         return data
@@ -189,7 +187,7 @@ class Stream:
         self.close()
 
 
-def _tell(body: Body) -> int | None:
+def _tell(body: RequestPayload) -> int | None:
     """Where a rewindable file body starts, or None when it cannot be sent twice."""
     if isinstance(body, (bytes, type(None))):
         return 0
@@ -197,7 +195,7 @@ def _tell(body: Body) -> int | None:
     return body.tell() if seekable is not None and seekable() else None
 
 
-def _rewind(body: Body, start: int | None) -> None:
+def _rewind(body: RequestPayload, start: int | None) -> None:
     if start is not None and not isinstance(body, (bytes, type(None))):
         body.seek(start)
 
@@ -227,13 +225,13 @@ class Transport:
         url: str,
         *,
         headers: Mapping[str, str],
-        body: Body = None,
+        body: RequestPayload = None,
         idempotent: bool,
         redirects: int = MAX_REDIRECTS,
         stream: bool = False,
         advisor: Advisor | None = None,
-    ) -> Response:
-        """Send, retrying what is safe to retry; raise StorageUnavailable when out of tries."""
+    ) -> ClientResponse:
+        """Send, retrying what is safe to retry; raise Unavailable when out of tries."""
         start = _tell(body)
         attempt = 0
         while True:
@@ -242,7 +240,7 @@ class Transport:
                 response = self._exchange(method, url, headers, body, start, redirects, stream)
             except HTTPError as exc:
                 if not idempotent or start is None or attempt + 1 >= self.policy.attempts:
-                    raise StorageUnavailable(
+                    raise Unavailable(
                         f"{method} {redact_url(url)} failed: {type(exc).__name__}: {exc}"
                     ) from exc
                 self._pause(self.policy.backoff_for(attempt), method, url, type(exc).__name__)
@@ -255,7 +253,7 @@ class Transport:
 
     def _wait_for(
         self,
-        response: Response,
+        response: ClientResponse,
         idempotent: bool,
         rewindable: bool,
         attempt: int,
@@ -268,7 +266,7 @@ class Transport:
             # A throttled request was refused before it took effect: any method may repeat,
             # provided its body can be sent again.
             if wait.seconds > self.policy.max_wait or last or not rewindable:
-                raise StorageUnavailable(wait.reason)
+                raise Unavailable(wait.reason, response.status)
             return wait
         if response.status in RETRY_STATUSES and idempotent and rewindable and not last:
             return Wait(self.policy.backoff_for(attempt), f"HTTP {response.status}")
@@ -283,11 +281,11 @@ class Transport:
         method: str,
         url: str,
         headers: Mapping[str, str],
-        body: Body,
+        body: RequestPayload,
         start: int | None,
         redirects: int,
         stream: bool,
-    ) -> Response:
+    ) -> ClientResponse:
         """One try, following up to `redirects` redirects by hand."""
         sent = dict(headers)
         for hop in range(redirects + 1):
@@ -313,19 +311,19 @@ class Transport:
             if raw.status == 303:
                 method, body = "GET", None
             elif body is not None and start is None:
-                raise StorageError(f"{method} {redact_url(url)} was redirected; cannot resend")
+                raise ClientError(f"{method} {redact_url(url)} was redirected; cannot resend")
             _rewind(body, start)
             url = target
         raise AssertionError("unreachable: the last hop returns")
 
 
-def _finish(raw: urllib3.BaseHTTPResponse, url: str, stream: bool) -> Response:
+def _finish(raw: urllib3.BaseHTTPResponse, url: str, stream: bool) -> ClientResponse:
     """Read the body (or keep it open for a successful stream) and free the connection."""
     headers = raw.headers  # case-insensitive; repeated headers are joined with ", "
     if stream and 200 <= raw.status < 300:
-        return Response(raw.status, headers, url, b"", Stream(raw, url))
+        return ClientResponse(raw.status, headers, url, b"", Stream(raw, url))
     try:
         data = raw.read()
     finally:
         raw.release_conn()
-    return Response(raw.status, headers, url, data)
+    return ClientResponse(raw.status, headers, url, data)

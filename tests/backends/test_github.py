@@ -30,11 +30,21 @@ from pywharf.backends import Redirect
 from pywharf.backends import backend_settings
 from pywharf.backends import create_backend
 from pywharf.backends.github import GitHubBackend
+from pywharf.backends.github_errors import storage_error
 from pywharf.backends.github_index import INDEX_WRITE_ATTEMPTS
 from pywharf.backends.github_upload import DRAFT_WAITS
+from pywharf.clients.errors import AlreadyExists
+from pywharf.clients.errors import ClientError
+from pywharf.clients.errors import Conflict
+from pywharf.clients.errors import Refused
+from pywharf.clients.errors import ResourceNotFound
+from pywharf.clients.errors import Unavailable
 from pywharf.config import load_toml
 from pywharf.config import parse_repositories
 from pywharf.errors import ConfigError
+from pywharf.errors import ContentConflict
+from pywharf.errors import CredentialInvalid
+from pywharf.errors import CredentialRefused
 from pywharf.errors import DistributionExists
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
@@ -195,6 +205,47 @@ def sdist(tmp_path: Path) -> Path:
     return make_sdist(tmp_path, "demo-pkg", "1.0")
 
 
+# --- the edge: client errors become storage errors in one place ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "callers", "servers"),
+    [
+        (ResourceNotFound("gone", 404), StorageNotFound, StorageNotFound),
+        (Refused("no push", 403), CredentialRefused, StorageUnavailable),
+        (Refused("unknown token", 401), CredentialInvalid, StorageUnavailable),
+        (Unavailable("down", 502), StorageUnavailable, StorageUnavailable),
+        (Conflict("stale sha", 409), ContentConflict, ContentConflict),
+        (AlreadyExists("taken", "a.whl", 422), DistributionExists, DistributionExists),
+        (ClientError("odd answer", 410), StorageError, StorageError),
+    ],
+)
+def test_client_errors_map_by_whose_token_was_refused(
+    error: ClientError, callers: type[StorageError], servers: type[StorageError]
+) -> None:
+    assert type(storage_error(error, callers_token=True)) is callers
+    assert type(storage_error(error, callers_token=False)) is servers
+    assert [CredentialInvalid.status, CredentialRefused.status] == [401, 403]
+
+
+def test_every_public_method_passes_the_edge() -> None:
+    """`close` raises nothing; every other public method maps the client's errors."""
+    methods = {name: value for name, value in vars(GitHubBackend).items() if callable(value)}
+    public = {name for name in methods if not name.startswith("_")} | {"__init__"}
+    assert {"authorize", "put", "apply_change", "read_index", "open"} <= public
+    unmapped = {name for name in public - {"close"} if not hasattr(methods[name], "__wrapped__")}
+    assert unmapped == set()
+
+
+def test_the_server_s_token_refused_is_a_503_not_the_reader_s_fault(
+    github: FakeGitHub, backend: GitHubBackend
+) -> None:
+    github.revoke(SERVER_TOKEN)
+    with pytest.raises(StorageUnavailable) as caught:
+        backend.read_index(None)
+    assert caught.value.status == 503 and "rejected the token" in str(caught.value)
+
+
 # --- authorize -----------------------------------------------------------------------------------
 
 
@@ -300,15 +351,28 @@ def test_a_local_version_keeps_its_plus(
 
 # --- uploads that fail leave nothing behind ------------------------------------------------------
 
+# name: (method, path, status, times, origin) of GitHub's fault -> the status we answer
 UPLOAD_FAULTS = {
-    "asset-502": ("POST", r"/assets$", 502, 1, "uploads"),
-    "asset-duplicate-422": ("POST", r"/assets$", 422, 1, "uploads"),
-    "publish-500": ("PATCH", r"/releases/\d+$", 500, 4, "api"),
-    "index-409-always": ("PUT", r"/contents/index\.toml$", 409, INDEX_WRITE_ATTEMPTS, "api"),
-    "index-422-always": ("PUT", r"/contents/index\.toml$", 422, INDEX_WRITE_ATTEMPTS, "api"),
-    "index-404": ("PUT", r"/contents/index\.toml$", 404, 1, "api"),
-    "index-401": ("PUT", r"/contents/index\.toml$", 401, 1, "api"),
+    "asset-502": (("POST", r"/assets$", 502, 1, "uploads"), 503),
+    "asset-duplicate-422": (("POST", r"/assets$", 422, 1, "uploads"), 503),
+    "publish-500": (("PATCH", r"/releases/\d+$", 500, 4, "api"), 503),
+    "index-409-always": (("PUT", r"/contents/index\.toml$", 409, INDEX_WRITE_ATTEMPTS, "api"), 503),
+    "index-422-always": (("PUT", r"/contents/index\.toml$", 422, INDEX_WRITE_ATTEMPTS, "api"), 503),
+    "index-404": (("PUT", r"/contents/index\.toml$", 404, 1, "api"), 404),
+    # The caller's token refused at any step is their answer (issue 9), not a 503.
+    "create-401": (("POST", r"/releases$", 401, 1, "api"), 401),
+    "asset-403": (("POST", r"/assets$", 403, 1, "uploads"), 403),
+    "publish-403": (("PATCH", r"/releases/\d+$", 403, 1, "api"), 403),
+    "index-401": (("PUT", r"/contents/index\.toml$", 401, 1, "api"), 401),
+    "index-403": (("PUT", r"/contents/index\.toml$", 403, 1, "api"), 403),
 }
+
+
+def assert_nothing_stored(github: FakeGitHub, filename: str) -> None:
+    assert releases(github) == []
+    repo = github.world.repo(OWNER, REPO)
+    assert repo is not None and filename not in repo.tags
+    assert github.file(OWNER, REPO, "index.toml") is None
 
 
 @pytest.mark.parametrize("fault", sorted(UPLOAD_FAULTS))
@@ -316,18 +380,29 @@ def test_a_failed_upload_leaves_no_release_and_no_tag(
     github: FakeGitHub, quick: GitHubBackend, wheel: Path, fault: str
 ) -> None:
     backend = quick
-    method, path, status, times, origin = UPLOAD_FAULTS[fault]
+    (method, path, status, times, origin), expected = UPLOAD_FAULTS[fault]
     github.inject(method, path, status, times=times, origin=origin)
     with pytest.raises(StorageError) as caught:
         put(backend, wheel)
-    assert caught.value.status in (404, 503)  # never a 409: nothing is stored
+    assert caught.value.status == expected  # never a 409: nothing is stored
     assert WRITE_TOKEN not in str(caught.value) and "\n" not in str(caught.value)
-    assert releases(github) == []
-    repo = github.world.repo(OWNER, REPO)
-    assert repo is not None and wheel.name not in repo.tags
-    assert github.file(OWNER, REPO, "index.toml") is None
+    assert_nothing_stored(github, wheel.name)
     put(backend, wheel)  # and the same upload then goes through
     assert [r.tag_name for r in releases(github)] == [wheel.name]
+
+
+@pytest.mark.parametrize("step", ["POST /assets", "PATCH /releases", "PUT /contents"])
+def test_a_token_revoked_mid_upload_is_a_401_and_the_server_cleans_up(
+    github: FakeGitHub, quick: GitHubBackend, wheel: Path, step: str
+) -> None:
+    """Revoked, the caller's token cannot delete its own draft: the server's token does."""
+    method, path = step.split()
+    github.on_request(method, path, lambda: github.revoke(WRITE_TOKEN))
+    with pytest.raises(CredentialInvalid) as caught:
+        put(quick, wheel)
+    assert caught.value.status == 401 and "rejected the token" in str(caught.value)
+    assert caught.value.headers[0][0] == "WWW-Authenticate"
+    assert_nothing_stored(github, wheel.name)
 
 
 @pytest.mark.parametrize("status", [409, 422])
@@ -612,11 +687,11 @@ def test_rebuild_retries_when_the_index_changes_meanwhile(
     tamper = FakeGitHubTamper(github)
     tamper.add_behind(backend, wheel.name, wheel.read_bytes())
 
-    def touch_index() -> None:  # another writer changes the index just before ours lands
-        stored = github.file(OWNER, REPO, "index.toml") or b""
-        github.put_file(OWNER, REPO, "index.toml", stored + b"\n")
+    def another_writer() -> None:
+        before = github.file(OWNER, REPO, "index.toml") or b""
+        github.put_file(OWNER, REPO, "index.toml", before + b"\n")
 
-    github.on_request("PUT", r"/contents/index\.toml$", touch_index)
+    github.on_request("PUT", r"/contents/index\.toml$", another_writer)
     report = backend.rebuild_index()
     assert report.added == [wheel.name]
     assert {r.filename for r in index_of(twin).records()} == {sdist.name, wheel.name}

@@ -223,7 +223,10 @@ def test_a_flood_of_bad_tokens_costs_github_a_bounded_number_of_calls(
 # --- GitHub failing: clean answers, nothing half-made ---------------------------------------------
 
 FAULTS = {
-    "create-401": (("POST", r"/releases$", 401), {}, 503),
+    # The caller's token refused at any step is their answer, with one line (issue 9).
+    "create-401": (("POST", r"/releases$", 401), {}, 401),
+    "asset-403": (("POST", r"/assets$", 403), {"origin": "uploads"}, 403),
+    "index-401": (("PUT", r"/contents/index\.toml$", 401), {}, 401),
     "create-404": (("POST", r"/releases$", 404), {}, 404),
     "create-5xx": (("POST", r"/releases$", 502), {}, 503),
     "asset-5xx": (("POST", r"/assets$", 502), {"origin": "uploads"}, 503),
@@ -246,6 +249,8 @@ def test_every_github_fault_is_answered_cleanly_and_leaves_no_release(
     assert headers["content-type"].startswith("text/plain")
     assert body.count(b"\n") == 1 and b"Traceback" not in body
     assert WRITE_TOKEN.encode() not in body
+    if answer == 401:
+        assert headers["www-authenticate"].startswith("Basic")
     assert releases(github) == [] and index_names(github) == set()
     assert upload(server.live, dists[1], secret=WRITE_TOKEN)[0] == 200  # then it works
 

@@ -138,6 +138,12 @@ class FakeGitHub:
             account.tokens.add(token)
         return token
 
+    def revoke(self, token: str) -> None:
+        """Forget a token, as its owner deleting it does: GitHub then answers 401."""
+        with self.world.lock:
+            for account in self.world.accounts.values():
+                account.tokens.discard(token)
+
     def add_org(self, login: str, members: Mapping[str, str] | None = None) -> None:
         """An organization; `members` maps logins to "admin" or "member"."""
         with self.world.lock:

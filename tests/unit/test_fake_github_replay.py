@@ -27,9 +27,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from pywharf.clients.errors import AlreadyExists
+from pywharf.clients.errors import ClientError
 from pywharf.clients.github import GitHubClient
-from pywharf.errors import DistributionExists
-from pywharf.errors import StorageError
 
 RECORDINGS = Path(__file__).resolve().parents[1] / "data" / "octokit-recorded-interactions.json"
 TOKEN = "0000000000000000000000000000000000000001"
@@ -257,7 +257,7 @@ def test_release_assets_conflict(replay: tuple[Replay, GitHubClient]) -> None:
             label="test",
         )
 
-    with pytest.raises(DistributionExists):
+    with pytest.raises(AlreadyExists):
         upload()
     existing = client.list_release_assets(OWNER, repo, release.id)
     client.delete_asset(OWNER, repo, existing[0].id)
@@ -293,7 +293,7 @@ def test_paginate_issues(
 
 @scenario("errors")
 def test_validation_errors(replay: tuple[Replay, GitHubClient]) -> None:
-    with pytest.raises(StorageError, match=r"422 Validation Failed; Label\.color invalid"):
+    with pytest.raises(ClientError, match=r"422 Validation Failed; Label\.color invalid"):
         replay[1].call(
             "POST", f"/repos/{OWNER}/errors/labels", json_body={"name": "foo", "color": "invalid"}
         )

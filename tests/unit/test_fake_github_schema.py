@@ -22,8 +22,8 @@ from fake_github import FakeGitHub
 from fake_github import routes
 from urllib3.util import SKIP_HEADER
 
+from pywharf.clients.errors import ClientError
 from pywharf.clients.github import GitHubClient
-from pywharf.errors import StorageError
 
 SPEC_PATH = Path(__file__).resolve().parents[1] / "data" / "github-rest-subset.openapi.json"
 TOKEN = "ghp_schemaSessionToken0123456789abcdefABCD"
@@ -153,11 +153,11 @@ def _releases_and_assets(client: GitHubClient, github: FakeGitHub) -> None:
         lambda: client.get_release_by_tag("alice", "packages", "missing"),
         lambda: client.create_release("alice", "empty", "x"),
     ):
-        with pytest.raises(StorageError):
+        with pytest.raises(ClientError):
             action()
     client.delete_asset("alice", "packages", asset.id)
     client.delete_release("alice", "packages", draft.id)
-    with pytest.raises(StorageError):
+    with pytest.raises(ClientError):
         client.delete_asset("alice", "packages", asset.id)
 
 
@@ -185,7 +185,7 @@ def _contents_and_refs(client: GitHubClient, github: FakeGitHub) -> None:
         lambda: client.create_ref("alice", "packages", "refs/heads/gh-pages", sha),
         lambda: client.create_ref("alice", "empty", "refs/heads/x", sha),
     ):
-        with pytest.raises(StorageError):
+        with pytest.raises(ClientError):
             action()
 
 
@@ -200,7 +200,7 @@ def _refusals(client: GitHubClient) -> None:
         lambda: client.with_token("ghp_unknown").get_user(),
         lambda: client.create_repo(None, "index"),
     ):
-        with pytest.raises(StorageError):
+        with pytest.raises(ClientError):
             action()
 
 

@@ -15,14 +15,14 @@ import urllib3
 from fake_github import FakeGitHub
 from fake_github import blob_sha
 
+from pywharf.clients.errors import AlreadyExists
+from pywharf.clients.errors import ClientError
+from pywharf.clients.errors import Conflict
+from pywharf.clients.errors import Refused
+from pywharf.clients.errors import ResourceNotFound
+from pywharf.clients.errors import Unavailable
 from pywharf.clients.github import GitHubClient
 from pywharf.clients.github_models import git_blob_sha
-from pywharf.errors import ContentConflict
-from pywharf.errors import CredentialRefused
-from pywharf.errors import DistributionExists
-from pywharf.errors import StorageError
-from pywharf.errors import StorageNotFound
-from pywharf.errors import StorageUnavailable
 
 TOKEN = "ghp_aliceSecretToken0123456789abcdefABCDEF"
 OTHER = "ghp_bobSecretToken0123456789abcdefABCDEFGH"
@@ -95,7 +95,7 @@ def test_collaborator_permissions_come_from_the_repository(
 
 
 def test_private_repository_is_not_found_for_strangers(client: GitHubClient) -> None:
-    with pytest.raises(StorageNotFound, match="cannot see it"):
+    with pytest.raises(ResourceNotFound, match="cannot see it"):
         client.with_token(OTHER).get_repo("alice", "packages")
 
 
@@ -117,15 +117,15 @@ def test_requests_carry_githubs_headers(client: GitHubClient, github: FakeGitHub
     assert headers["user-agent"].startswith("pywharf/")
 
 
-def test_bad_token_is_unavailable_and_unnamed(client: GitHubClient) -> None:
-    with pytest.raises(StorageUnavailable, match="rejected the token") as caught:
+def test_bad_token_is_refused_and_unnamed(client: GitHubClient) -> None:
+    with pytest.raises(Refused, match="rejected the token") as caught:
         client.with_token("ghp_wrongwrongwrong").get_repo("alice", "packages")
     assert "ghp_wrong" not in str(caught.value)
 
 
 @pytest.mark.parametrize("token", ["", "two words", "line\nbreak"])
 def test_malformed_tokens_are_refused_before_any_call(client: GitHubClient, token: str) -> None:
-    with pytest.raises(StorageUnavailable, match="invalid characters"):
+    with pytest.raises(Refused, match="invalid characters"):
         client.with_token(token)
 
 
@@ -137,7 +137,7 @@ def test_create_and_update_repository(client: GitHubClient, github: FakeGitHub) 
     sha = client.get_ref("alice", "index", "heads/main").sha
     assert client.create_ref("alice", "index", "refs/heads/pages", sha).sha == sha
     assert client.update_repo("alice", "index", default_branch="pages").default_branch == "pages"
-    with pytest.raises(StorageError, match="already exists"):
+    with pytest.raises(ClientError, match="already exists"):
         client.create_repo(None, "index")
 
 
@@ -145,17 +145,18 @@ def test_create_repository_in_an_organization(client: GitHubClient, github: Fake
     github.add_org("acme", {"alice": "admin", "bob": "member"})
     assert client.create_repo("acme", "wheels").full_name == "acme/wheels"
     assert github.calls[-1].path == "/orgs/acme/repos"
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(Refused) as caught:
         client.with_token(OTHER).create_repo("acme", "more")
+    assert caught.value.status == 403
 
 
 def test_refs_of_an_empty_repository_are_not_found(
     client: GitHubClient, github: FakeGitHub
 ) -> None:
     github.add_repo("alice", "empty", empty=True)
-    with pytest.raises(StorageNotFound, match="empty"):
+    with pytest.raises(ResourceNotFound, match="empty"):
         client.get_ref("alice", "empty", "heads/main")
-    with pytest.raises(StorageError, match="already exists"):
+    with pytest.raises(ClientError, match="already exists"):
         sha = client.get_ref("alice", "packages", "heads/main").sha
         client.create_ref("alice", "packages", "refs/heads/main", sha)
 
@@ -166,7 +167,7 @@ def test_refs_of_an_empty_repository_are_not_found(
 def test_release_lifecycle_draft_upload_publish(client: GitHubClient, github: FakeGitHub) -> None:
     draft = client.create_release("alice", "packages", WHEEL, body="")
     assert draft.draft and draft.tag_name == WHEEL
-    with pytest.raises(StorageNotFound):
+    with pytest.raises(ResourceNotFound):
         client.get_release_by_tag("alice", "packages", WHEEL)  # GitHub hides drafts here
     client.upload_asset(draft.upload_url, WHEEL, io.BytesIO(b"data"), 4, "application/zip")
     published = client.update_release("alice", "packages", draft.id, draft=False, body="x = 1")
@@ -178,11 +179,11 @@ def test_release_lifecycle_draft_upload_publish(client: GitHubClient, github: Fa
     assert github.releases("alice", "packages") == []
 
 
-def test_duplicate_tag_is_distribution_exists(client: GitHubClient) -> None:
+def test_duplicate_tag_already_exists(client: GitHubClient) -> None:
     client.create_release("alice", "packages", WHEEL)
-    with pytest.raises(DistributionExists) as caught:
+    with pytest.raises(AlreadyExists) as caught:
         client.create_release("alice", "packages", WHEEL)
-    assert caught.value.filename == WHEEL
+    assert caught.value.name == WHEEL and caught.value.status == 422
 
 
 def test_drafts_are_listed_only_to_writers(client: GitHubClient, github: FakeGitHub) -> None:
@@ -213,7 +214,7 @@ def test_paginate_refuses_a_next_link_to_another_host(
 ) -> None:
     link = '<https://elsewhere.example/next?page=2>; rel="next"'
     github.inject("GET", "/releases$", 200, body=[], headers={"Link": link})
-    with pytest.raises(StorageError, match="another host"):
+    with pytest.raises(ClientError, match="another host"):
         client.list_releases("alice", "packages")
 
 
@@ -257,22 +258,22 @@ def test_plus_survives_and_other_characters_are_renamed(client: GitHubClient) ->
     assert (odd.name, odd.label) == ("my.file.1.txt", "a label")
 
 
-def test_duplicate_asset_is_distribution_exists(client: GitHubClient) -> None:
+def test_duplicate_asset_already_exists(client: GitHubClient) -> None:
     release = client.create_release("alice", "packages", WHEEL)
     client.upload_asset(release.upload_url, WHEEL, io.BytesIO(b"1"), 1)
-    with pytest.raises(DistributionExists):
+    with pytest.raises(AlreadyExists):
         client.upload_asset(release.upload_url, WHEEL, io.BytesIO(b"1"), 1)
 
 
 def test_a_short_file_fails_the_upload(client: GitHubClient) -> None:
     release = client.create_release("alice", "packages", WHEEL)
-    with pytest.raises(StorageError, match="ended after 3 of its 10 bytes"):
+    with pytest.raises(ClientError, match="ended after 3 of its 10 bytes"):
         client.upload_asset(release.upload_url, WHEEL, io.BytesIO(b"abc"), 10)
 
 
 def test_upload_url_must_be_a_configured_host(client: GitHubClient, github: FakeGitHub) -> None:
     before = len(github.calls)
-    with pytest.raises(StorageError, match="not the configured uploads_url"):
+    with pytest.raises(ClientError, match="not the configured uploads_url"):
         client.upload_asset("https://evil.example/assets{?name}", WHEEL, io.BytesIO(b"1"), 1)
     assert len(github.calls) == before
 
@@ -283,7 +284,7 @@ def test_list_get_and_delete_assets(client: GitHubClient) -> None:
     asset = client.get_asset("alice", "packages", asset_id)
     assert asset.digest is not None and asset.digest.startswith("sha256:")
     client.delete_asset("alice", "packages", asset_id)
-    with pytest.raises(StorageNotFound):
+    with pytest.raises(ResourceNotFound):
         client.get_asset("alice", "packages", asset_id)
 
 
@@ -327,9 +328,9 @@ def test_a_stream_closed_early_frees_its_connection(client: GitHubClient) -> Non
 
 
 def test_missing_asset_download_is_not_found(client: GitHubClient) -> None:
-    with pytest.raises(StorageNotFound):
+    with pytest.raises(ResourceNotFound):
         client.asset_download_url("alice", "packages", 999_999)
-    with pytest.raises(StorageNotFound):
+    with pytest.raises(ResourceNotFound):
         client.stream_asset("alice", "packages", 999_999)
 
 
@@ -372,7 +373,7 @@ def test_files_over_one_megabyte_are_read_raw(client: GitHubClient, github: Fake
     raw = client.get_contents_raw("alice", "packages", "index.toml")
     assert raw is not None and raw.data == big and raw.sha == sha
     assert client.get_content_sha("alice", "packages", "index.toml") == sha
-    with pytest.raises(StorageUnavailable, match="1 MB"):
+    with pytest.raises(Refused, match="1 MB"):
         client.call("GET", "/repos/alice/packages/contents/index.toml")
 
 
@@ -380,9 +381,9 @@ def test_stale_or_missing_sha_is_a_content_conflict(
     client: GitHubClient, github: FakeGitHub
 ) -> None:
     github.put_file("alice", "packages", "index.toml", b"v1")
-    with pytest.raises(ContentConflict, match="does not match"):
+    with pytest.raises(Conflict, match="does not match"):
         client.put_contents("alice", "packages", "index.toml", b"v2", "m", sha=blob_sha(b"v0"))
-    with pytest.raises(ContentConflict, match="wasn't supplied"):
+    with pytest.raises(Conflict, match="wasn't supplied"):
         client.put_contents("alice", "packages", "index.toml", b"v2", "m")
 
 
@@ -403,7 +404,7 @@ def test_a_concurrent_writer_is_caught_and_the_retry_wins(
                 "alice", "packages", "index.toml", current.data + b"+me", "m", sha=current.sha
             )
             break
-        except ContentConflict:
+        except Conflict:
             continue
     assert github.file("alice", "packages", "index.toml") == b"rival+me"
 
@@ -413,7 +414,7 @@ def test_injected_index_conflicts_are_content_conflicts(
     client: GitHubClient, github: FakeGitHub, status: int
 ) -> None:
     github.inject("PUT", "/contents/index.toml$", status)
-    with pytest.raises(ContentConflict):
+    with pytest.raises(Conflict):
         client.put_contents("alice", "packages", "index.toml", b"x", "m")
     assert client.put_contents("alice", "packages", "index.toml", b"x", "m").created
 
@@ -436,9 +437,9 @@ def test_one_client_serves_many_threads(client: GitHubClient, github: FakeGitHub
 
 
 def test_missing_file_and_branch_are_not_found(client: GitHubClient) -> None:
-    with pytest.raises(StorageNotFound):
+    with pytest.raises(ResourceNotFound):
         client.get_contents_raw("alice", "packages", "nope.toml")
-    with pytest.raises(StorageNotFound, match="Branch nope not found"):
+    with pytest.raises(ResourceNotFound, match="Branch nope not found"):
         client.put_contents("alice", "packages", "index.toml", b"x", "m", branch="nope")
 
 
@@ -464,7 +465,7 @@ def test_idempotent_calls_retry_5xx_with_backoff(
 
 def test_retries_are_bounded(client: GitHubClient, github: FakeGitHub, clock: Clock) -> None:
     github.inject("GET", "^/user$", 503, times=10)
-    with pytest.raises(StorageUnavailable, match="503"):
+    with pytest.raises(Unavailable, match="503"):
         client.get_user()
     assert len(github.requests()) == 4 and clock.sleeps == [0.5, 1.0, 2.0]
 
@@ -473,7 +474,7 @@ def test_post_is_never_retried_on_5xx(
     client: GitHubClient, github: FakeGitHub, clock: Clock
 ) -> None:
     github.inject("POST", "/releases$", 502)
-    with pytest.raises(StorageUnavailable, match="502"):
+    with pytest.raises(Unavailable, match="502"):
         client.create_release("alice", "packages", WHEEL)
     assert clock.sleeps == [] and len(github.requests()) == 1
 
@@ -483,7 +484,7 @@ def test_upload_is_never_retried_on_5xx(
 ) -> None:
     release = client.create_release("alice", "packages", WHEEL)
     github.inject("POST", "/assets$", 502, origin="uploads")
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(Unavailable):
         client.upload_asset(release.upload_url, WHEEL, io.BytesIO(b"1"), 1)
     assert clock.sleeps == []
 
@@ -518,11 +519,11 @@ def closed_port() -> int:
 def test_connection_errors_are_retried_then_unavailable(clock: Clock) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     with GitHubClient(TOKEN, url, url, retries=2, sleep=clock.sleep, clock=clock.time) as client:
-        with pytest.raises(StorageUnavailable, match="NewConnectionError"):
+        with pytest.raises(Unavailable, match="NewConnectionError"):
             client.get_user()
         assert clock.sleeps == [0.5, 1.0]
         clock.sleeps.clear()
-        with pytest.raises(StorageUnavailable):
+        with pytest.raises(Unavailable):
             client.create_release("o", "r", "t")
         assert clock.sleeps == []
 
@@ -571,12 +572,12 @@ def test_long_primary_limit_fails_fast_and_stays_failed(
 ) -> None:
     reset = int(clock.now) + 3600
     github.inject_rate_limit(reset=reset, status=429)
-    with pytest.raises(StorageUnavailable, match="used up until") as caught:
+    with pytest.raises(Unavailable, match="used up until") as caught:
         client.get_user()
     assert time.strftime("%Y-%m-%dT%H:%M", time.gmtime(reset)) in str(caught.value)
     assert clock.sleeps == []
     calls = len(github.calls)
-    with pytest.raises(StorageUnavailable, match="used up until"):
+    with pytest.raises(Unavailable, match="used up until"):
         client.get_repo("alice", "packages")
     assert len(github.calls) == calls  # no call while the limit is known to be used up
     clock.now = reset + 1
@@ -586,7 +587,7 @@ def test_long_primary_limit_fails_fast_and_stays_failed(
 def test_the_fakes_own_budget_runs_out(client: GitHubClient, github: FakeGitHub) -> None:
     github.set_rate_limit("alice", remaining=1, reset=int(time.time()) + 3600)
     client.get_user()
-    with pytest.raises(StorageUnavailable, match="rate limit"):
+    with pytest.raises(Unavailable, match="rate limit"):
         client.get_user()
 
 
@@ -604,7 +605,7 @@ def test_secondary_limit_without_advice_waits_a_minute_or_fails(
     client: GitHubClient, github: FakeGitHub, clock: Clock
 ) -> None:
     github.inject_rate_limit(kind="secondary")
-    with pytest.raises(StorageUnavailable, match="secondary rate limit: retry after 60 s"):
+    with pytest.raises(Unavailable, match="secondary rate limit: retry after 60 s"):
         client.get_user()
     assert clock.sleeps == []
     patient = GitHubClient(
@@ -625,7 +626,7 @@ def test_retry_after_beyond_the_bound_is_not_waited(
     client: GitHubClient, github: FakeGitHub, clock: Clock
 ) -> None:
     github.inject_rate_limit(kind="secondary", status=429, retry_after=300)
-    with pytest.raises(StorageUnavailable, match="retry after 300 s"):
+    with pytest.raises(Unavailable, match="retry after 300 s"):
         client.get_user()
     assert clock.sleeps == []
 
@@ -634,7 +635,7 @@ def test_plain_403_is_not_a_rate_limit(
     client: GitHubClient, github: FakeGitHub, clock: Clock
 ) -> None:
     github.inject("GET", "^/user$", 403, body={"message": "Resource not accessible"})
-    with pytest.raises(StorageUnavailable, match="lacks a permission"):
+    with pytest.raises(Refused, match="lacks a permission"):
         client.get_user()
     assert clock.sleeps == []
 
@@ -645,23 +646,23 @@ def test_plain_403_is_not_a_rate_limit(
 @pytest.mark.parametrize(
     ("status", "error", "text"),
     [
-        (401, CredentialRefused, "401 Bad credentials"),
-        (403, CredentialRefused, "403 Forbidden"),
-        (404, StorageNotFound, "404 Not Found"),
-        (409, StorageError, "409"),
-        (410, StorageError, "410 Gone"),
-        (422, StorageError, "ReleaseAsset.name already_exists"),
-        (500, StorageUnavailable, "500 Server Error"),
+        (401, Refused, "401 Bad credentials"),
+        (403, Refused, "403 Forbidden"),
+        (404, ResourceNotFound, "404 Not Found"),
+        (409, Conflict, "409"),
+        (410, ClientError, "410 Gone"),
+        (422, ClientError, "ReleaseAsset.name already_exists"),
+        (500, Unavailable, "500 Server Error"),
     ],
 )
-def test_errors_map_to_storage_errors(
-    client: GitHubClient, github: FakeGitHub, status: int, error: type, text: str
+def test_each_answer_has_its_client_error_carrying_the_status(
+    client: GitHubClient, github: FakeGitHub, status: int, error: type[ClientError], text: str
 ) -> None:
     github.inject("GET", "^/repos/alice/packages$", status, times=5)
     with pytest.raises(error) as caught:
         client.get_repo("alice", "packages")
     assert text in str(caught.value) and "alice/packages" in str(caught.value)
-    assert type(caught.value) is error
+    assert type(caught.value) is error and caught.value.status == status
 
 
 def test_the_token_never_appears_in_repr_errors_or_logs(
@@ -677,7 +678,7 @@ def test_the_token_never_appears_in_repr_errors_or_logs(
         echo = {"message": f"token {TOKEN} is not valid"}  # even if GitHub echoed it back
         for status in (401, 403, 404, 422, 502):
             github.inject("*", ".*", status, times=4 if status >= 500 else 1, body=echo)
-            with pytest.raises(StorageError) as caught:
+            with pytest.raises(ClientError) as caught:
                 client.get_user()
             messages.append(str(caught.value))
         github.inject_rate_limit(kind="secondary", retry_after=1)

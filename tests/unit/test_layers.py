@@ -1,6 +1,7 @@
 """The dependency rules of STYLE.md, read from the source with `ast` (nothing is imported).
 
 * Only `server.py` imports `http.server`; only `pywharf/clients/*` import urllib3.
+* Clients know nothing of pywharf: they raise their own errors, which a backend maps at its edge.
 * Pure modules import only the stdlib (minus sockets, servers, processes and the file-system
   shell), `packaging`, and each other.
 * The app does not know the server; backends know nothing of HTTP or HTML.
@@ -104,6 +105,7 @@ def test_there_is_source_to_check() -> None:
     names = {module_name(p) for p in sources()}
     assert {f"pywharf.{m}" for m in PURE} <= names
     assert "pywharf.server" in names
+    assert {"pywharf.clients.errors", "pywharf.clients.github"} <= names
 
 
 def test_only_server_imports_http_server() -> None:
@@ -113,6 +115,14 @@ def test_only_server_imports_http_server() -> None:
 def test_only_clients_import_urllib3() -> None:
     outside = {m for m in importers_of("urllib3") if not m.startswith("pywharf.clients")}
     assert outside == set()
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "clients").glob("*.py")), ids=lambda p: p.name)
+def test_clients_import_nothing_of_pywharf_but_each_other(path: Path) -> None:
+    """No `pywharf.errors` either: a client raises its own family (urllib3's way)."""
+    ours = {m for m in imports_of(path) if m.split(".")[0] == "pywharf" and m != "pywharf"}
+    wrong = {m for m in ours if not m.startswith("pywharf.clients")}
+    assert wrong == set(), f"{module_name(path)} imports {sorted(wrong)}"
 
 
 @pytest.mark.parametrize("name", PURE)

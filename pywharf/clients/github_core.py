@@ -39,7 +39,15 @@ from pywharf.clients.http import Wait
 from pywharf.clients.http import origin
 from pywharf.clients.http import redact_url
 
-__all__ = ["JSON", "OCTET", "GitHubCore", "github_message", "rate_limit_wait", "segment"]
+__all__ = [
+    "JSON",
+    "OCTET",
+    "GitHubCore",
+    "decode_json",
+    "github_message",
+    "rate_limit_wait",
+    "segment",
+]
 
 log = logging.getLogger("pywharf.clients.github")
 
@@ -89,6 +97,18 @@ def _checked(token: str | None) -> str | None:
 def segment(value: str | int) -> str:
     """One path segment, percent-encoded (GitHub's spec requires it)."""
     return quote(str(value), safe="")
+
+
+def decode_json(data: bytes, kind: type = object) -> Any:
+    """A 2xx answer's JSON body; a body that is not JSON (of `kind`) is GitHub failing us,
+    not a bug of ours: `Unavailable`, so the caller answers 503 and never a traceback."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise Unavailable("GitHub answered with a body that is not JSON", 502) from None
+    if not isinstance(value, kind):
+        raise Unavailable(f"GitHub answered with JSON that is not a {kind.__name__}", 502)
+    return value
 
 
 def github_message(data: bytes) -> str:
@@ -221,7 +241,7 @@ class GitHubCore:
         response = self._send(method, self._url(path), **kwargs)
         if response.status not in ok:
             raise self._error(response, what)
-        return json.loads(response.data) if response.data else None
+        return decode_json(response.data) if response.data else None
 
     def _error(self, response: ClientResponse, what: str) -> ClientError:
         """Our exception for a GitHub answer we did not expect; `what` names the action."""
@@ -273,7 +293,7 @@ class GitHubCore:
             response = self._send("GET", url)
             if response.status != 200:
                 raise self._error(response, f"list {redact_url(url)}")
-            yield from json.loads(response.data)
+            yield from decode_json(response.data, list)
             url = self._next_page(response)
 
     def _next_page(self, response: ClientResponse) -> str | None:

@@ -13,6 +13,7 @@ from pywharf.clients.errors import AlreadyExists
 from pywharf.clients.errors import ClientError
 from pywharf.clients.github_core import OCTET
 from pywharf.clients.github_core import GitHubCore
+from pywharf.clients.github_core import decode_json
 from pywharf.clients.github_core import segment
 from pywharf.clients.github_models import Asset
 from pywharf.clients.github_models import Release
@@ -87,7 +88,7 @@ class ReleaseCalls(GitHubCore):
             raise AlreadyExists(f"GitHub could not {what}: the tag exists", tag_name, 422)
         if response.status != 201:
             raise self._error(response, what)
-        return Release.from_json(json.loads(response.data))
+        return Release.from_json(decode_json(response.data))
 
     def update_release(
         self,
@@ -154,7 +155,7 @@ class ReleaseCalls(GitHubCore):
             raise AlreadyExists(f"GitHub already holds an asset {name!r}", name, 422)
         if response.status != 201:
             raise self._error(response, f"upload asset {name!r}")
-        return Asset.from_json(json.loads(response.data))
+        return Asset.from_json(decode_json(response.data))
 
     def delete_asset(self, owner: str, repo: str, asset_id: int) -> None:
         path = f"{_releases(owner, repo)}/assets/{asset_id}"

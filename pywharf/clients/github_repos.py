@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import json
 from urllib.parse import quote
 
 from pywharf.clients.errors import ClientError
 from pywharf.clients.errors import Conflict
 from pywharf.clients.errors import ResourceNotFound
 from pywharf.clients.github_core import GitHubCore
+from pywharf.clients.github_core import decode_json
 from pywharf.clients.github_core import github_message
 from pywharf.clients.github_core import segment
 from pywharf.clients.github_models import FileCommit
@@ -98,7 +98,7 @@ class RepositoryCalls(GitHubCore):
             raise ResourceNotFound(f"GitHub could not {what}: the repository is empty", 409)
         if response.status != 200:
             raise self._error(response, what)
-        return Ref.from_json(json.loads(response.data))
+        return Ref.from_json(decode_json(response.data))
 
     def delete_tag(self, owner: str, repo: str, tag: str) -> None:
         """Delete a git tag (deleting its release leaves it)."""
@@ -161,7 +161,7 @@ class RepositoryCalls(GitHubCore):
         payload.update({"sha": sha} if sha else {})
         response = self._send("PUT", self._contents_url(owner, repo, path, None), json_body=payload)
         if response.status in (200, 201):
-            return FileCommit.from_json(json.loads(response.data), response.status == 201)
+            return FileCommit.from_json(decode_json(response.data), response.status == 201)
         if response.status == 409 or (response.status == 422 and b"sha" in response.data):
             detail = self._scrub(github_message(response.data))
             raise Conflict(

@@ -710,3 +710,16 @@ def test_rebuild_lists_every_page_and_skips_drafts(
     pages = [c for c in github.requests() if c.endswith("/releases")]
     assert len(pages) == 2  # 100 per page
     assert backend.rebuild_index().lines()[-1] == "105 files indexed, 0 changes"
+
+
+@pytest.mark.parametrize("body", [b"<html>proxy error</html>", b"[]", b'"a string"'])
+def test_a_success_that_is_not_the_json_asked_for_is_a_clean_failure(
+    github: FakeGitHub, quick: GitHubBackend, wheel: Path, body: bytes
+) -> None:
+    """A proxy's HTML page with a 200, or a list where an object belongs: never a traceback
+    (a 500), but GitHub's failure: 502 or 503 with one line."""
+    github.inject("POST", r"/releases$", 201, body=body)
+    with pytest.raises(StorageError) as caught:
+        put(quick, wheel)
+    assert caught.value.status in (502, 503) and "\n" not in str(caught.value)
+    assert_nothing_stored(github, wheel.name)

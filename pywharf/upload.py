@@ -25,6 +25,7 @@ from typing import Any
 from pywharf import multipart
 from pywharf.backends import StagedUpload
 from pywharf.dists import Distribution
+from pywharf.dists import check_storable_filename
 from pywharf.dists import normalize_project_name
 from pywharf.dists import parse_filename
 from pywharf.dists import same_version
@@ -212,6 +213,7 @@ def _check_distribution(form: _Form) -> Distribution:
     if not name or not version:
         raise BadRequest("the upload needs the 'name' and 'version' fields")
     distribution = parse_filename(form.filename, project=name)
+    check_storable_filename(distribution.filename)
     if distribution.project != normalize_project_name(name):
         raise BadRequest(f"{form.filename!r} is not a file of project {name!r}")
     if not same_version(distribution.version, version):

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_WHEEL_ENTRIES",
     "CoreMetadata",
     "read_wheel_metadata",
+    "wheel_metadata",
 ]
 
 KiB, MiB = 1024, 1024 * 1024
@@ -230,14 +231,22 @@ def read_wheel_metadata(path: Path, distribution: Distribution) -> CoreMetadata:
     """Read and check a wheel's METADATA; a malformed archive is refused with the reason."""
     try:
         with path.open("rb") as file:
-            metadata = CoreMetadata(_inflate(file, _metadata_member(file)))
+            return wheel_metadata(file, distribution)
+    except OSError as error:
+        raise BadRequest(f"{distribution.filename!r} is not a valid wheel: {error}") from None
+
+
+def wheel_metadata(file: BinaryIO, distribution: Distribution) -> CoreMetadata:
+    """The METADATA of the wheel in `file` (seekable), checked against its filename."""
+    try:
+        metadata = CoreMetadata(_inflate(file, _metadata_member(file)))
     except (OSError, zlib.error, struct.error, ValueError) as error:  # BadRequest included
         raise BadRequest(f"{distribution.filename!r} is not a valid wheel: {error}") from None
     if canonicalize_name(metadata.name) != distribution.project or not same_version(
         metadata.version, distribution.version
     ):
-        raise BadRequest(
-            f"{distribution.filename!r}: its METADATA names {metadata.name!r} "
-            f"{metadata.version!r}, not the filename's project and version"
+        raise BadRequest(  # !a: the names come from the archive, reason phrases are Latin-1
+            f"{distribution.filename!r}: its METADATA names {metadata.name!a} "
+            f"{metadata.version!a}, not the filename's project and version"
         )
     return metadata

@@ -21,6 +21,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
+from benchmarks import fuzz as long_fuzz
 from pywharf.dists import Distribution
 from pywharf.dists import check_storable_filename
 from pywharf.dists import normalize_project_name
@@ -258,3 +259,9 @@ def test_wheel_reader(wheel: bytes, edits: list[tuple[int, bytes]], cut: int | N
 
 def test_the_unmutated_wheel_reads(wheel: bytes) -> None:
     assert wheel_metadata(io.BytesIO(wheel), DEMO).name == "demo"
+
+
+def test_the_long_fuzzer_runs_and_finds_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    assert long_fuzz.main(["--inputs", "300", "--seed", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len([line for line in lines if " 300 inputs " in line]) == len(long_fuzz.TARGETS)

@@ -152,6 +152,7 @@ def _check_length(request: Request, max_file_bytes: int) -> int:
 def _start_file(form: _Form, event: multipart.File) -> None:
     if form.filename is not None:
         raise BadRequest("the upload has more than one 'content' file")
+    check_storable_filename(event.filename)  # before its bytes are received
     form.filename = event.filename
     # Hash in the same pass as the write; digests whose fields come after the file are
     # computed afterwards from the spool file (twine and uv send the fields first).
@@ -213,7 +214,6 @@ def _check_distribution(form: _Form) -> Distribution:
     if not name or not version:
         raise BadRequest("the upload needs the 'name' and 'version' fields")
     distribution = parse_filename(form.filename, project=name)
-    check_storable_filename(distribution.filename)
     if distribution.project != normalize_project_name(name):
         raise BadRequest(f"{form.filename!r} is not a file of project {name!r}")
     if not same_version(distribution.version, version):

@@ -279,7 +279,7 @@ class App:
             # 302, not 301: pip caches a 301 forever, and the project may be uploaded later.
             return _redirect(f"{self.extra_index_url}{quote(name)}/", 302)
         if page is None:
-            raise NotFound(f"project {name!r} is not in repository {call.repository.name!r}")
+            raise NotFound(f"project {name!a} is not in repository {call.repository.name!r}")
         return _page_response(call.request, page, media, call.repository.name)
 
     # --- files -------------------------------------------------------------------------------

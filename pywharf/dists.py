@@ -16,23 +16,30 @@ from pywharf.errors import BadRequest
 from pywharf.errors import InvalidFilename
 
 __all__ = [
+    "MAX_STORED_FILENAME_BYTES",
     "SDIST_SUFFIXES",
     "Distribution",
     "NormalizedName",
     "canonicalize_name",
+    "check_storable_filename",
     "normalize_project_name",
     "parse_filename",
     "same_version",
 ]
 
-# Name-format spec: the living spec uses \Z, since $ lets a trailing newline through.
-_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE)
+# Name-format spec (PEP 508): the living spec uses \Z, since $ lets a trailing newline through;
+# re.ASCII, since IGNORECASE alone lets KELVIN SIGN (U+212A) match [A-Z] as 'k'.
+_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE | re.ASCII)
 # What pip accepts as an sdist, longest suffix first so ".tar.gz" wins over ".gz".
 SDIST_SUFFIXES = (
     ".tar.lzma", ".tar.bz2", ".tar.gz", ".tar.xz", ".tar.lz",
     ".tbz", ".tgz", ".txz", ".tlz", ".tar", ".zip",
 )  # fmt: skip
-_MAX_FILENAME = 255  # one path component on every file system we store on
+_MAX_FILENAME_BYTES = 255  # one path component on every file system we store on
+# Stored files get longer names beside them; the longest today is the file-system backend's
+# temporary `.{filename}.metadata.{pid}.{thread id}.tmp`, 46 bytes more; 64 leaves room.
+_SIDECAR_RESERVE_BYTES = 64
+MAX_STORED_FILENAME_BYTES = _MAX_FILENAME_BYTES - _SIDECAR_RESERVE_BYTES
 _UNSAFE_CHARACTER = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
@@ -49,12 +56,18 @@ class Distribution:
 def normalize_project_name(name: str) -> NormalizedName:
     """Validate a project name by the name-format spec and return its normalized form."""
     if not _VALID_NAME.match(name):
-        raise BadRequest(f"{name!r} is not a valid project name (letters, digits, '.', '_', '-')")
+        raise BadRequest(
+            f"{name!a} is not a valid project name (PEP 508: ASCII letters, digits, '.', '_', '-')"
+        )
     return canonicalize_name(name)
 
 
 def _checked_component(filename: str) -> str:
-    if not filename or filename.startswith(".") or len(filename) > _MAX_FILENAME:
+    if not filename.isascii():  # binary distribution format, sdist spec: names, versions, tags
+        raise InvalidFilename(
+            f"{filename!a} is not ASCII: wheel and sdist filenames are (their specs' rule)"
+        )
+    if not filename or filename.startswith(".") or len(filename) > _MAX_FILENAME_BYTES:
         raise InvalidFilename(f"{filename!r} is not a usable filename")
     if _UNSAFE_CHARACTER.search(filename):
         raise InvalidFilename(f"{filename!r} must be one path component without control characters")
@@ -107,6 +120,15 @@ def parse_filename(filename: str, project: str | None = None) -> Distribution:
         if filename.endswith(suffix):
             return _parse_sdist(filename, suffix, project)
     raise InvalidFilename(f"{filename!r} has an unsupported extension; use .whl or .tar.gz")
+
+
+def check_storable_filename(filename: str) -> None:
+    """Refuse, before storing, a filename whose sidecar or temporary names would be too long."""
+    if len(filename.encode()) > MAX_STORED_FILENAME_BYTES:
+        raise InvalidFilename(
+            f"{filename[:40]!a}... is {len(filename.encode())} bytes long; stored filenames are "
+            f"at most {MAX_STORED_FILENAME_BYTES} bytes (255 less room for our sidecar files)"
+        )
 
 
 def same_version(left: str, right: str) -> bool:

@@ -37,6 +37,7 @@ __all__ = [
     "http_date",
     "negotiate",
     "parse_basic_auth",
+    "parse_byte_count",
     "parse_http_date",
     "accepts_gzip",
     "parse_range",
@@ -194,7 +195,7 @@ def parse_basic_auth(value: str | None) -> tuple[str, str] | None:
     if not value:
         return None
     scheme, _, token = value.strip().partition(" ")
-    if scheme.lower() != "basic":
+    if scheme.lower() != "basic" or not token.isascii():  # b64decode raises on non-ASCII text
         return None
     try:
         decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
@@ -202,6 +203,23 @@ def parse_basic_auth(value: str | None) -> tuple[str, str] | None:
         return None
     user, colon, password = decoded.partition(":")
     return (user, password) if colon else None
+
+
+# RFC 9110 5.6.1 / 8.6 / 14.1.1: a byte count is 1*DIGIT, ASCII only (str.isdigit and int()
+# also take '²' or Arabic-Indic digits).
+_DIGITS = re.compile(r"[0-9]+")
+# More significant digits than any size we handle; int() refuses over 4300 digits, so longer
+# counts are capped here rather than converted.
+_MAX_DIGITS = 18
+_HUGE = 10**_MAX_DIGITS
+
+
+def parse_byte_count(text: str) -> int | None:
+    """An RFC 9110 `1*DIGIT` byte count, capped at 10**18; None when it is not one."""
+    if not _DIGITS.fullmatch(text):
+        return None
+    significant = text.lstrip("0")
+    return int(significant or "0") if len(significant) <= _MAX_DIGITS else _HUGE
 
 
 _MEDIA_RANGE = re.compile(r"^\s*([^\s;/]+)/([^\s;]+)\s*(.*)$")
@@ -280,24 +298,21 @@ def negotiate(accept: str | None, format_param: str | None = None) -> str:
 def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     """One `bytes=` range as (first, last) inclusive; None means send the whole file.
 
-    Multiple ranges and unknown units get the whole file (allowed by RFC 9110);
-    a range past the end raises `RangeNotSatisfiable`.
+    Multiple ranges, unknown units and invalid ranges get the whole file (RFC 9110 14.2: an
+    invalid Range is ignored); a range past the end raises `RangeNotSatisfiable`.
     """
     if not value or not value.startswith("bytes=") or "," in value:
         return None
     first_text, dash, last_text = value[6:].strip().partition("-")
-    if (
-        not dash
-        or not (first_text.isdigit() or first_text == "")
-        or not (last_text.isdigit() or last_text == "")
-    ):
+    first = parse_byte_count(first_text) if first_text else None
+    last = parse_byte_count(last_text) if last_text else None
+    if not dash or (first_text and first is None) or (last_text and last is None):
         return None
-    if first_text == "":
-        if not last_text or int(last_text) == 0 or size == 0:
+    if first is None:
+        if not last or size == 0:
             raise RangeNotSatisfiable(size)  # RFC 9110 14.1.2: a suffix needs some content
-        return max(size - int(last_text), 0), size - 1  # a suffix range: the last N bytes
-    first = int(first_text)
-    last = min(int(last_text), size - 1) if last_text else size - 1
+        return max(size - last, 0), size - 1  # a suffix range: the last N bytes
+    last = size - 1 if last is None else min(last, size - 1)
     if first >= size or first > last:
         raise RangeNotSatisfiable(size)
     return first, last

@@ -96,10 +96,10 @@ class Repository:
         if filename.endswith(".metadata"):
             record = self.index.file(name, filename.removesuffix(".metadata"))
             if record is None or record.metadata_sha256 is None:
-                raise NotFound(f"no metadata for {filename!r}")
+                raise NotFound(f"no metadata for {filename!a}")
             target = self.backend.open_metadata(record)
             return FileDownload(target, f'"{record.metadata_sha256}"', record.upload_time)
-        raise NotFound(f"{filename!r} is not in project {name!r}")
+        raise NotFound(f"{filename!a} is not in project {name!a}")
 
     def sync(self) -> bool:
         """Bring the index up to date with the backend; cheap when nothing changed."""
@@ -135,7 +135,7 @@ class Repository:
     def _project(self, name: NormalizedName) -> Project:
         project = self.index.project(name)
         if project is None:
-            raise NotFound(f"project {name!r} is not in repository {self.name!r}")
+            raise NotFound(f"project {name!a} is not in repository {self.name!r}")
         return project
 
     def yank(
@@ -148,7 +148,7 @@ class Repository:
             [record] if record else [r for r in project.files if same_version(r.version, target)]
         )
         if not records:
-            raise NotFound(f"{target!r} is neither a file nor a version of {name!r}")
+            raise NotFound(f"{target!a} is neither a file nor a version of {name!a}")
         for each in records:
             self.change(Yank(name, each.filename, reason), credential)
         return [r.filename for r in records]
@@ -157,6 +157,6 @@ class Repository:
         """Delete one file; its filename can never again hold other bytes."""
         record = self._project(name).file(filename)
         if record is None:
-            raise NotFound(f"{filename!r} is not a file of {name!r}")
+            raise NotFound(f"{filename!a} is not a file of {name!a}")
         self.change(Delete(name, filename, record.sha256), credential)
         return [filename]

@@ -40,6 +40,7 @@ from pywharf.errors import ServerBusy
 from pywharf.http import FileBody
 from pywharf.http import Request
 from pywharf.http import Response
+from pywharf.http import parse_byte_count
 
 __all__ = ["IdleConnections", "Server", "serve"]
 
@@ -230,9 +231,10 @@ def _content_length(headers: dict[str, str]) -> int | None:
     value = headers.get("content-length")
     if value is None:
         return 0
-    if not value.isdigit():
-        raise MalformedRequest(f"Content-Length {value!r} is not a byte count")
-    return int(value)
+    length = parse_byte_count(value)
+    if length is None:
+        raise MalformedRequest(f"Content-Length {value[:60]!a} is not a byte count")
+    return length
 
 
 def _head_bytes(response: Response, method: str, keep_alive: bool) -> bytes:

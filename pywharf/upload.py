@@ -25,6 +25,7 @@ from typing import Any
 from pywharf import multipart
 from pywharf.backends import StagedUpload
 from pywharf.dists import Distribution
+from pywharf.dists import check_storable_filename
 from pywharf.dists import normalize_project_name
 from pywharf.dists import parse_filename
 from pywharf.dists import same_version
@@ -151,6 +152,7 @@ def _check_length(request: Request, max_file_bytes: int) -> int:
 def _start_file(form: _Form, event: multipart.File) -> None:
     if form.filename is not None:
         raise BadRequest("the upload has more than one 'content' file")
+    check_storable_filename(event.filename)  # before its bytes are received
     form.filename = event.filename
     # Hash in the same pass as the write; digests whose fields come after the file are
     # computed afterwards from the spool file (twine and uv send the fields first).

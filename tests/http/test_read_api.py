@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.client
 import json
 import os
 from dataclasses import dataclass
@@ -477,3 +479,19 @@ def test_if_modified_since_gets_304_unless_the_file_is_newer(filled: Filled) -> 
         assert status == 200 and body, stale
     both = {"If-Modified-Since": last_modified, "If-None-Match": '"other"'}
     assert filled.live.request("GET", WHEEL_PATH, headers=both)[0] == 200
+
+
+def test_a_non_ascii_name_is_shown_escaped_in_the_404(filled: Filled) -> None:
+    """Reason phrases are Latin-1: a look-alike letter must not turn into '?' (issue 9)."""
+    connection = http.client.HTTPConnection(filled.live.host, filled.live.port, timeout=30)
+    try:
+        auth = base64.b64encode(f"local:{READ}".encode()).decode()
+        connection.request(
+            "GET", "/simple/%EF%AC%81le/", headers={"Authorization": f"Basic {auth}"}
+        )
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    assert response.status == 404
+    assert "\\ufb01le" in response.reason and b"\\ufb01le" in body and b"?le" not in body

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import string
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -16,6 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_layers import PACKAGE
+from test_layers import imports_of
 
 from pywharf.clients import sigv4
 from pywharf.clients.sigv4 import Credentials
@@ -295,3 +298,11 @@ def test_query_encoding_leaves_no_separator_unescaped(value: str) -> None:
     assert unquote(encoded, errors="strict") == value
     assert set(re.sub("%[0-9A-F]{2}", "", encoded)) <= UNRESERVED
     assert sigv4.uri_encode(encoded) == encoded.replace("%", "%25")  # never decoded first
+
+
+def test_the_signer_is_pure() -> None:
+    """Stdlib only, and no sockets: the S3 client and the tests both build on it."""
+    imported = imports_of(PACKAGE / "clients" / "sigv4.py")
+    shell = ("http", "socket", "ssl", "urllib.request", "urllib3", "pywharf")
+    wrong = {m for m in imported if m.split(".")[0] not in sys.stdlib_module_names}
+    assert wrong | {m for m in imported if m.startswith(shell)} == set()

@@ -7,6 +7,7 @@ import io
 import re
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,10 @@ def logged(tmp_path: Path, heads: list[bytes]) -> list[str]:
             with server_socket(server) as sock:
                 sock.sendall(head)
                 read_response(sock)
+        # A line is written after its answer is sent, by a writer thread: wait for them all.
+        deadline = time.monotonic() + 10
+        while log.getvalue().count("\n") < len(heads) and time.monotonic() < deadline:
+            time.sleep(0.02)
     finally:
         server.shutdown()
         server.server_close()  # flushes the log

@@ -19,6 +19,7 @@ from pywharf.backends import LocalFile
 from pywharf.backends import Redirect
 from pywharf.dists import NormalizedName
 from pywharf.dists import canonicalize_name
+from pywharf.downloads import Streamed
 from pywharf.errors import AuthenticationRequired
 from pywharf.errors import BadRequest
 from pywharf.errors import Forbidden
@@ -31,6 +32,7 @@ from pywharf.http import JSON
 from pywharf.http import FileBody
 from pywharf.http import Request
 from pywharf.http import Response
+from pywharf.http import StreamBody
 from pywharf.http import accepts_gzip
 from pywharf.http import http_date
 from pywharf.http import negotiate
@@ -289,6 +291,11 @@ class App:
         if isinstance(download.target, Redirect):
             headers = [("Location", download.target.url), ("Content-Length", "0")]
             return Response(302, headers, user=call.repository.name)
+        if isinstance(download.target, Streamed):  # an upstream file, cached while relayed
+            target = download.target
+            body = StreamBody(target.chunks, target.size, target.close)
+            headers = [("ETag", download.etag), ("Content-Type", "application/octet-stream")]
+            return Response(200, headers, body, user=call.repository.name)
         return _file_response(call.request, download, call.repository.name)
 
     # --- management: yank, un-yank, delete ---------------------------------------------------

@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Callable
 from collections.abc import Sequence
+from datetime import datetime
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,9 @@ from pywharf import __version__
 from pywharf.backends import Backend
 from pywharf.backends import backend_settings
 from pywharf.backends import create_backend
+from pywharf.bundle import Progress
+from pywharf.bundle import export_bundle
+from pywharf.bundle import import_source
 from pywharf.config import parse_repositories
 from pywharf.dists import NormalizedName
 from pywharf.dists import canonicalize_name
@@ -30,6 +35,8 @@ from pywharf.service import Service
 from pywharf.settings import COMMANDS
 from pywharf.settings import BackendOptions
 from pywharf.settings import ChangeOptions
+from pywharf.settings import ExportOptions
+from pywharf.settings import ImportOptions
 from pywharf.settings import ServerOptions
 from pywharf.settings import UsageError
 from pywharf.settings import argv_from_environment
@@ -128,6 +135,40 @@ def run_delete(options: ChangeOptions) -> int:
     return _change(options, "delete", lambda r, p, s: r.delete(p, options.target, s))
 
 
+def _since(text: str) -> float | None:
+    """`--since YYYY-MM-DD`: midnight UTC of that day."""
+    if not text:
+        return None
+    try:
+        day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise UsageError(f"export: --since {text!r} is not a date YYYY-MM-DD") from None
+    return day.timestamp()
+
+
+def run_export(options: ExportOptions) -> int:
+    since = _since(options.since)
+    globs = tuple(g.strip() for g in options.projects.split(",") if g.strip())
+    backend, _ = _backend_from_flags(options)
+    try:
+        records = export_bundle(backend, Path(options.output), globs, since, Progress(0))
+    finally:
+        backend.close()
+    print(f"exported {len(records)} files to {options.output}")
+    return 0
+
+
+def run_import(options: ImportOptions) -> int:
+    backend, _ = _backend_from_flags(options)
+    try:
+        report = import_source(backend, Path(options.source))
+    finally:
+        backend.close()
+    for line in report.lines():
+        print(line)
+    return 1 if report.refused else 0
+
+
 # command -> "module:function", imported when run: the GitHub commands bring urllib3 and ssl,
 # which would cost every server several MiB of memory it never uses.
 RUNNERS = {
@@ -136,6 +177,8 @@ RUNNERS = {
     "yank": "pywharf.cli:run_yank",
     "unyank": "pywharf.cli:run_unyank",
     "delete": "pywharf.cli:run_delete",
+    "export": "pywharf.cli:run_export",
+    "import": "pywharf.cli:run_import",
     "github.init_pkg_repo": "pywharf.github_commands:run_init_pkg_repo",
     "github.gen_gh_pages": "pywharf.github_commands:run_gen_gh_pages",
 }

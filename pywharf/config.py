@@ -22,6 +22,7 @@ else:  # pragma: no cover - exercised on 3.9 and 3.10 by the pyz smoke test
     import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
 
 __all__ = [
+    "UPSTREAM_SETTINGS",
     "AdminSecrets",
     "RepositoryConfig",
     "Setting",
@@ -69,6 +70,21 @@ class AdminSecrets:
         return self.by_name.get(name.lower())
 
 
+# Keys every repository section takes, whatever its backend: `backend_settings` adds them to
+# each backend's own table (pywharf.upstream reads them).
+UPSTREAM_SETTINGS = (
+    Setting("upstream_url", str, "", "Simple index to cache public projects from ('': none); "
+            "credentials may be in the URL."),
+    Setting("upstream_min_age", int, 0, "Seconds an upstream file must have been public before "
+            "it is offered (a cooldown).", bounds=(0, 10**10)),
+    Setting("upstream_allow", list, ["*"], "Globs of normalized project names that may come "
+            "from the upstream."),
+    Setting("upstream_deny", list, [], "Globs of project names that never come from the "
+            "upstream (deny wins over allow)."),
+    Setting("upstream_page_ttl", int, 600, "Seconds an upstream project page is reused before "
+            "it is revalidated.", bounds=(0, 10**9)),
+)  # fmt: skip
+
 # A name becomes a folder under ROOT and a Basic-auth username: no separators, no `..`.
 REPOSITORY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _TRUE = {"true", "1", "yes", "on"}
@@ -84,8 +100,14 @@ _FALSE = {"false", "0", "no", "off"}
 def coerce(value: Any, kind: type, where: str, hidden: bool = False) -> Any:
     """A TOML, flag or environment value as `kind`; strings are parsed, others type-checked.
 
+    A list is of strings; given as one string (a flag), its items are separated by commas.
     `hidden`: the value is a secret, so an error names only its key, never the value.
     """
+    if kind is list:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f"{where}: {value!r} is not a list of strings")
+        return [item.strip() for item in items if item.strip()]
     if isinstance(value, str) and kind is not str:
         text = value.strip().lower()
         if kind is bool and text in _TRUE | _FALSE:
@@ -103,7 +125,7 @@ def coerce(value: Any, kind: type, where: str, hidden: bool = False) -> Any:
 
 def is_secret_key(key: str) -> bool:
     """Keys whose values are credentials: their values never appear in an error or a log."""
-    return key.endswith(("secret", "token")) or key == "raw"
+    return key.endswith(("secret", "token")) or key in ("raw", "upstream_url")
 
 
 def coerce_setting(value: Any, setting: Setting, where: str) -> Any:

@@ -34,6 +34,7 @@ __all__ = [
     "StorageUnavailable",
     "TooManyFailures",
     "UnsupportedMediaType",
+    "UpstreamError",
 ]
 
 
@@ -61,6 +62,12 @@ class StorageUnavailable(StorageError):
     """The backend could not be reached or refused us (rate limit, outage, bad credentials)."""
 
     status = 503
+
+
+class UpstreamError(StorageError):
+    """The upstream index failed us: down, a 5xx, a malformed page, bytes not matching (502)."""
+
+    status = 502
 
 
 class CredentialRefused(StorageError):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import timezone
@@ -32,6 +34,7 @@ __all__ = [
     "ResponseBody",
     "BodyReader",
     "FileBody",
+    "StreamBody",
     "Request",
     "Response",
     "http_date",
@@ -73,7 +76,20 @@ class FileBody:
     length: int
 
 
-ResponseBody = Union[bytes, FileBody]
+class StreamBody:
+    """A response body produced while it is sent (a file relayed from an upstream index).
+
+    `length` bytes in chunks; the server calls `close` when done, sent or not (a HEAD, a
+    client gone), so whatever the chunks hold (a lock, an upstream connection) is let go.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], length: int, close: Callable[[], None]) -> None:
+        self.chunks = chunks
+        self.length = length
+        self.close = close
+
+
+ResponseBody = Union[bytes, FileBody, StreamBody]
 
 
 @dataclass
@@ -102,7 +118,9 @@ class Response:
 
     @property
     def length(self) -> int:
-        return self.body.length if isinstance(self.body, FileBody) else len(self.body)
+        if isinstance(self.body, (FileBody, StreamBody)):
+            return self.body.length
+        return len(self.body)
 
 
 # A management or login form is a few fields; anything bigger is not one.

@@ -22,6 +22,7 @@ from packaging.utils import NormalizedName
 from pywharf.errors import StorageError
 
 __all__ = [
+    "UPSTREAM",
     "Add",
     "Delete",
     "Event",
@@ -33,6 +34,9 @@ __all__ = [
     "event_from_json",
     "event_to_json",
 ]
+
+
+UPSTREAM = "upstream"  # a FileRecord's origin when it is a cached copy of an upstream file
 
 
 class FileRecord(NamedTuple):
@@ -51,6 +55,17 @@ class FileRecord(NamedTuple):
     requires_python: str | None = None
     metadata_sha256: str | None = None  # PEP 658: sha256 of the wheel's METADATA, if stored
     yanked: str | None = None  # PEP 592: None, or the reason ("" for none given)
+    origin: str | None = None  # None: hosted here; UPSTREAM: a copy cached from the upstream
+    stored_time: float | None = None  # when it entered this repository, if not `upload_time`
+
+    @property
+    def hosted(self) -> bool:
+        return self.origin is None
+
+    @property
+    def stored_at(self) -> float:
+        """When the file entered this repository (`export --since` selects by it)."""
+        return self.upload_time if self.stored_time is None else self.stored_time
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self._asdict().items() if v is not None}
@@ -83,6 +98,7 @@ class Delete(NamedTuple):
     project: NormalizedName
     filename: str
     sha256: str | None = None  # the deleted bytes: the name may hold only them again
+    origin: str | None = None  # the deleted file's: an upstream copy's tombstone holds no project
 
 
 Event = Union[Add, Yank, Delete]
@@ -94,8 +110,11 @@ def event_to_json(event: Event) -> dict[str, Any]:
     if isinstance(event, Yank):
         return {"op": "yank", "project": event.project, "filename": event.filename,
                 "reason": event.reason}  # fmt: skip
-    return {"op": "delete", "project": event.project, "filename": event.filename,
-            "sha256": event.sha256}  # fmt: skip
+    document = {"op": "delete", "project": event.project, "filename": event.filename,
+                "sha256": event.sha256}  # fmt: skip
+    if event.origin is not None:
+        document["origin"] = event.origin
+    return document
 
 
 def event_from_json(data: dict[str, Any]) -> Event:
@@ -109,7 +128,7 @@ def event_from_json(data: dict[str, Any]) -> Event:
     if op == "yank":
         return Yank(NormalizedName(project), filename, data.get("reason"))
     if op == "delete":
-        return Delete(NormalizedName(project), filename, data.get("sha256"))
+        return Delete(NormalizedName(project), filename, data.get("sha256"), data.get("origin"))
     raise StorageError(f"index event has an unknown op {op!r}")
 
 
@@ -122,11 +141,26 @@ class Project:
     pages: dict[str, Any] = field(default_factory=dict, repr=False)
     by_filename: dict[str, FileRecord] = field(init=False, repr=False)
 
+    hosted: bool = field(init=False, repr=False)  # any file uploaded here, not cached
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_filename", {r.filename: r for r in self.files})
+        object.__setattr__(self, "hosted", any(r.origin is None for r in self.files))
 
     def file(self, filename: str) -> FileRecord | None:
         return self.by_filename.get(filename)
+
+    def hosted_only(self) -> Project:
+        """The project without its upstream copies: a project we hold never mixes them in."""
+        if all(r.hosted for r in self.files):
+            return self
+        view = self.pages.get("hosted")
+        if view is None:
+            view = self.pages["hosted"] = Project(
+                self.name, tuple(r for r in self.files if r.hosted)
+            )
+        assert isinstance(view, Project)
+        return view
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,6 +183,7 @@ class Index:
         self._tombstoned: set[NormalizedName] = set()
         self.listing = Listing(())
         self.changed_at = 0.0
+        self.deletions = 0  # Deletes applied, tombstones of absent files too (a cache key)
         self.apply([Add(r) for r in records])
 
     def project(self, name: NormalizedName) -> Project | None:
@@ -162,8 +197,12 @@ class Index:
         return self._deleted.get(filename)
 
     def holds(self, name: NormalizedName) -> bool:
-        """Whether the project is this repository's: it has files, or had them deleted."""
-        return name in self._projects or name in self._tombstoned
+        """Whether the project is this repository's: it has hosted files, or had them deleted.
+
+        Copies cached from an upstream, and their tombstones, do not make a project ours.
+        """
+        project = self._projects.get(name)
+        return (project is not None and project.hosted) or name in self._tombstoned
 
     @property
     def pristine(self) -> bool:
@@ -213,11 +252,13 @@ class Index:
         files = self._files_of(event.project, touched)
         existing = files.get(event.filename)
         if isinstance(event, Delete):
+            self.deletions += 1
             # A tombstone stands even without the file (a rebuilt journal keeps only those).
             sha256 = existing.sha256 if existing else event.sha256
             if sha256:
                 self._deleted[event.filename] = sha256
-                self._tombstoned.add(event.project)
+                if event.origin is None:
+                    self._tombstoned.add(event.project)
             files.pop(event.filename, None)
         elif existing is not None:
             files[event.filename] = existing._replace(yanked=event.reason)

@@ -48,6 +48,10 @@ def _entry(record: FileRecord, backend_type: str, location: dict[str, Any]) -> d
         meta["metadata_sha256"] = record.metadata_sha256
     if record.yanked is not None:
         meta["yanked"] = record.yanked
+    if record.origin is not None:
+        meta["origin"] = record.origin
+    if record.stored_time is not None:
+        meta["stored_time"] = record.stored_time
     entry = {"type": backend_type, "distrib": record.project, "package": package,
              "ext": extension, "sha256": record.sha256, **location.get(record.filename, {}),
              "meta": meta}  # fmt: skip
@@ -81,6 +85,8 @@ def _record(entry: dict[str, Any], default_time: float) -> FileRecord:
         requires_python=requires_python if requires_python != "UNKNOWN" else None,
         metadata_sha256=meta.get("metadata_sha256"),
         yanked=meta.get("yanked"),
+        origin=meta.get("origin"),
+        stored_time=meta.get("stored_time"),
     )
 
 

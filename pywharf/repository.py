@@ -16,9 +16,10 @@ from packaging.utils import NormalizedName
 from pywharf.auth import AuthCache
 from pywharf.auth import Permission
 from pywharf.backends import Backend
-from pywharf.backends import Download
 from pywharf.backends import StagedUpload
 from pywharf.dists import same_version
+from pywharf.downloads import FileDownload
+from pywharf.downloads import stored_download
 from pywharf.errors import DistributionExists
 from pywharf.errors import NotFound
 from pywharf.index import Add
@@ -30,17 +31,11 @@ from pywharf.index import Project
 from pywharf.index import Yank
 from pywharf.pages import Page
 from pywharf.pages import Renderer
+from pywharf.upstream import NO_UPSTREAM
+from pywharf.upstream import UpstreamCache
+from pywharf.upstream import UpstreamSettings
 
-__all__ = ["FileDownload", "Repository", "UploadLimits"]
-
-
-@dataclass(frozen=True)
-class FileDownload:
-    """Where a file's bytes are, and what validates a cached copy of them."""
-
-    target: Download
-    etag: str  # strong: a filename never holds other bytes (RFC 9110 8.8.3)
-    last_modified: float
+__all__ = ["FileDownload", "Repository", "UploadLimits"]  # FileDownload: pywharf.downloads
 
 
 @dataclass(frozen=True)
@@ -53,13 +48,20 @@ class Repository:
     """One `[name]` of the configuration, as the server holds it."""
 
     def __init__(
-        self, backend: Backend, read_expires: float, write_expires: float, epoch: str = ""
+        self,
+        backend: Backend,
+        read_expires: float,
+        write_expires: float,
+        epoch: str = "",
+        upstream: UpstreamSettings = NO_UPSTREAM,
+        upstream_dir: Path | None = None,  # where upstream pages and metadata are kept
     ) -> None:
         self.name = backend.name
         self.epoch = epoch  # names this configuration of the repository (browser sessions)
         self.backend = backend
         self.index = Index()
         self.renderer = Renderer()
+        self.upstream = UpstreamCache(upstream, upstream_dir, backend, self.index, self.renderer)
         self.auth = AuthCache(read_expires, write_expires, backend.auth_checks_per_second)
         self.index_mtime = 0
         self._cursor: Any = None
@@ -76,9 +78,11 @@ class Repository:
         return self.renderer.root(self.index.listing, json)
 
     def project_page(self, name: NormalizedName, json: bool) -> Page | None:
-        """The project's page, or None when it has no file here (see `holds`)."""
+        """The project's page (ours, or else the upstream's), or None when neither has it."""
+        if not self.index.holds(name):
+            return self.upstream.project_page(name, json)
         project = self.index.project(name)
-        return None if project is None else self.renderer.project(project, json)
+        return None if project is None else self.renderer.project(project.hosted_only(), json)
 
     def holds(self, name: NormalizedName) -> bool:
         """Whether the project is this repository's, even with every file deleted."""
@@ -90,16 +94,17 @@ class Repository:
 
     def download(self, name: NormalizedName, filename: str) -> FileDownload:
         """A stored file, or with `.metadata` a wheel's PEP 658 core metadata."""
+        if not self.index.holds(name):
+            return self.upstream.download(name, filename)
+        metadata = filename.endswith(".metadata")
         record = self.index.file(name, filename)
-        if record is not None:
-            return FileDownload(self.backend.open(record), f'"{record.sha256}"', record.upload_time)
-        if filename.endswith(".metadata"):
+        if record is None and metadata:
             record = self.index.file(name, filename.removesuffix(".metadata"))
-            if record is None or record.metadata_sha256 is None:
-                raise NotFound(f"no metadata for {filename!a}")
-            target = self.backend.open_metadata(record)
-            return FileDownload(target, f'"{record.metadata_sha256}"', record.upload_time)
-        raise NotFound(f"{filename!a} is not in project {name!a}")
+        else:
+            metadata = False
+        if record is None or not record.hosted:
+            raise NotFound(f"{filename!a} is not in project {name!a}")
+        return stored_download(self.backend, record, metadata)
 
     def sync(self) -> bool:
         """Bring the index up to date with the backend; cheap when nothing changed."""
@@ -154,9 +159,17 @@ class Repository:
         return [r.filename for r in records]
 
     def delete(self, name: NormalizedName, filename: str, credential: str) -> list[str]:
-        """Delete one file; its filename can never again hold other bytes."""
-        record = self._project(name).file(filename)
+        """Delete one file; its filename can never again hold other bytes.
+
+        An upstream file (cached or not) of a project we do not hold is tombstoned too: it is
+        never fetched again, and the project still comes from the upstream.
+        """
+        record = self.index.file(name, filename)
+        if record is None and not self.index.holds(name):
+            record = self.upstream.listed(name, filename)
+        elif record is None:
+            record = self._project(name).file(filename)
         if record is None:
             raise NotFound(f"{filename!a} is not a file of {name!a}")
-        self.change(Delete(name, filename, record.sha256), credential)
+        self.change(Delete(name, filename, record.sha256, record.origin), credential)
         return [filename]

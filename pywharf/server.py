@@ -35,11 +35,13 @@ from pywharf.app import App
 from pywharf.app import error_response
 from pywharf.errors import HeadersTooLarge
 from pywharf.errors import MalformedRequest
+from pywharf.errors import PywharfError
 from pywharf.errors import RequestError
 from pywharf.errors import ServerBusy
 from pywharf.http import FileBody
 from pywharf.http import Request
 from pywharf.http import Response
+from pywharf.http import StreamBody
 from pywharf.http import parse_byte_count
 
 __all__ = ["IdleConnections", "Server", "serve"]
@@ -264,7 +266,9 @@ def _http_now() -> str:
 def _send(sock: socket.socket, response: Response, method: str, keep_alive: bool) -> None:
     head = _head_bytes(response, method, keep_alive)
     body = response.body
-    if method == "HEAD" or response.status == 304:
+    if isinstance(body, StreamBody):
+        _send_stream(sock, head, body, send_body=method != "HEAD" and response.status != 304)
+    elif method == "HEAD" or response.status == 304:
         sock.sendall(head)
     elif isinstance(body, FileBody):
         sock.sendall(head)
@@ -287,6 +291,20 @@ def _send_file(sock: socket.socket, body: FileBody) -> None:
             remaining -= sent
     finally:
         os.close(descriptor)
+
+
+def _send_stream(sock: socket.socket, head: bytes, body: StreamBody, send_body: bool) -> None:
+    """A body made while sent; if making it fails the client gets a short body, never a
+    complete wrong one (the head has gone out: no error answer is possible any more)."""
+    try:
+        sock.sendall(head)
+        for chunk in body.chunks if send_body else ():
+            sock.sendall(chunk)
+    except PywharfError as error:
+        log.warning("response cut off: %s", error)
+        raise _Closed from None
+    finally:
+        body.close()
 
 
 def _send_together(sock: socket.socket, head: bytes, body: bytes) -> None:

@@ -28,6 +28,7 @@ from pywharf.repository import Repository
 from pywharf.session import SessionKeys
 from pywharf.settings import ServerOptions
 from pywharf.sync import Syncer
+from pywharf.upstream import UpstreamSettings
 
 __all__ = ["EMBEDDED_SECRETS", "Service"]
 
@@ -133,6 +134,8 @@ class Service:
                     self.options.auth_read_expires,
                     self.options.auth_write_expires,
                     self._sessions.fingerprint(config.type + repr(sorted(config.values.items()))),
+                    UpstreamSettings.from_config(config),
+                    self.root / "cache" / config.name / "upstream",
                 )
                 repositories[config.name] = repository
                 repository.sync()  # the first load happens before requests reach it

@@ -21,6 +21,8 @@ __all__ = [
     "COMMANDS",
     "BackendOptions",
     "ChangeOptions",
+    "ExportOptions",
+    "ImportOptions",
     "Command",
     "GenGhPagesOptions",
     "InitPkgRepoOptions",
@@ -80,6 +82,22 @@ class ChangeOptions(BackendOptions):
     project: str = ""
     target: str = ""
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class ExportOptions(BackendOptions):
+    """export: the repository's files (or some of them) into a bundle tar."""
+
+    output: str = ""
+    projects: str = ""  # comma-separated globs over normalized names
+    since: str = ""  # YYYY-MM-DD: files stored on or after that day (UTC)
+
+
+@dataclass(frozen=True)
+class ImportOptions(BackendOptions):
+    """import: a bundle tar, or a directory of wheels and sdists."""
+
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -197,6 +215,27 @@ DELETE = Command(
     ChangeOptions,
     open_flags=True,
 )
+EXPORT = Command(
+    "export",
+    "Write a repository's files, their metadata and a manifest into one tar (air-gap bundle).",
+    ("type", "name", "output"),
+    (
+        *_BACKEND_FLAGS,
+        Setting("output", str, None, "The bundle tar to write.", True),
+        Setting("projects", str, "", "Comma-separated globs of project names ('': all)."),
+        Setting("since", str, "", "Only files stored on or after this day, YYYY-MM-DD (UTC)."),
+    ),
+    ExportOptions,
+    open_flags=True,
+)
+IMPORT = Command(
+    "import",
+    "Import a bundle tar, or a directory of wheels and sdists (pip download -d DIR).",
+    ("type", "name", "source"),
+    (*_BACKEND_FLAGS, Setting("source", str, None, "The bundle tar, or the directory.", True)),
+    ImportOptions,
+    open_flags=True,
+)
 _API_URL = Setting(
     "api_url",
     str,
@@ -251,8 +290,11 @@ GITHUB_GEN_GH_PAGES = Command(
 )
 COMMANDS: dict[str, Command[Any]] = {
     c.name: c
-    for c in (SERVER, UPDATE_INDEX, YANK, UNYANK, DELETE, GITHUB_INIT_PKG_REPO, GITHUB_GEN_GH_PAGES)
-}
+    for c in (
+        SERVER, UPDATE_INDEX, YANK, UNYANK, DELETE, EXPORT, IMPORT, GITHUB_INIT_PKG_REPO,
+        GITHUB_GEN_GH_PAGES,
+    )
+}  # fmt: skip
 
 
 def _flag_name(text: str) -> str:

@@ -87,9 +87,13 @@ def _file_json(record: FileRecord) -> dict[str, Any]:
         "filename": record.filename,
         "url": quote(record.filename),
         "hashes": {"sha256": record.sha256},
-        "size": record.size,
-        "upload-time": upload_time_text(record.upload_time),
     }
+    # An upstream that served only HTML told us neither (pywharf.upstream_page): say nothing
+    # rather than something false.
+    if record.size >= 0:
+        entry["size"] = record.size
+    if record.upload_time > 0:
+        entry["upload-time"] = upload_time_text(record.upload_time)
     if record.requires_python:
         entry["requires-python"] = record.requires_python
     if record.yanked is not None:

@@ -35,6 +35,7 @@ from pywharf.backends import backend_settings  # noqa: E402
 from pywharf.backends import create_backend  # noqa: E402
 from pywharf.config import parse_repositories  # noqa: E402
 from pywharf.repository import Repository  # noqa: E402
+from pywharf.upstream import UpstreamSettings  # noqa: E402
 
 PYZ = REPO / "dist" / "pywharf.pyz"
 BIN = Path(sys.executable).parent
@@ -91,7 +92,9 @@ def build_app(root: Path, config: str = CONFIG) -> App:
     repositories = {}
     for repository_config in parse_repositories(config, "test config", backend_settings):
         backend = create_backend(repository_config, root, None)
-        repository = Repository(backend, 3600, 300)
+        upstream = UpstreamSettings.from_config(repository_config)
+        upstream_dir = root / "cache" / repository_config.name / "upstream"
+        repository = Repository(backend, 3600, 300, "", upstream, upstream_dir)
         repository.sync()
         repositories[repository_config.name] = repository
     return App(repositories)

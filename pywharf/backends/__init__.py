@@ -19,6 +19,7 @@ from typing import Protocol
 from typing import Union
 
 from pywharf.auth import Permission
+from pywharf.config import UPSTREAM_SETTINGS
 from pywharf.config import RepositoryConfig
 from pywharf.config import Setting
 from pywharf.errors import ConfigError
@@ -195,7 +196,8 @@ def backend_class(type_name: str, where: str) -> BackendType:
 
 
 def backend_settings(type_name: str, where: str) -> tuple[Setting, ...]:
-    return backend_class(type_name, where).SETTINGS
+    """The backend's own keys, plus the upstream keys every repository section takes."""
+    return (*backend_class(type_name, where).SETTINGS, *UPSTREAM_SETTINGS)
 
 
 def create_backend(config: RepositoryConfig, root: Path, admin_secret: str | None) -> Backend:

@@ -43,7 +43,7 @@ def diff_events(old: Mapping[str, FileRecord], new: Mapping[str, FileRecord]) ->
     for name in sorted(old.keys() | new.keys()):
         before, after = old.get(name), new.get(name)
         if after is None and before is not None:
-            events.append(Delete(before.project, name, before.sha256))
+            events.append(Delete(before.project, name, before.sha256, before.origin))
         elif after is not None and before != after:
             if before is not None and _unyanked(before) == _unyanked(after):
                 events.append(Yank(after.project, name, after.yanked))
@@ -52,10 +52,15 @@ def diff_events(old: Mapping[str, FileRecord], new: Mapping[str, FileRecord]) ->
     return events
 
 
-def tombstone(filename: str, project: str, sha256: str) -> dict[str, Any]:
+def tombstone(
+    filename: str, project: str, sha256: str, origin: str | None = None
+) -> dict[str, Any]:
     """A stored tombstone: the filename may take these bytes again, never others."""
-    return {"filename": filename, "project": project, "sha256": sha256,
-            "deleted_at": int(time.time())}  # fmt: skip
+    stone = {"filename": filename, "project": project, "sha256": sha256,
+             "deleted_at": int(time.time())}  # fmt: skip
+    if origin is not None:
+        stone["origin"] = origin
+    return stone
 
 
 def tombstone_events(tombstones: Mapping[str, Mapping[str, Any]]) -> list[Event]:
@@ -68,8 +73,10 @@ def tombstone_events(tombstones: Mapping[str, Mapping[str, Any]]) -> list[Event]
             normalized = parse_filename(name, project=project if isinstance(project, str) else None)
         except PywharfError:
             continue
+        origin = stone.get("origin")
         if isinstance(sha256, str) and sha256:
-            events.append(Delete(normalized.project, name, sha256))
+            origin = origin if isinstance(origin, str) else None
+            events.append(Delete(normalized.project, name, sha256, origin))
     return events
 
 
@@ -95,5 +102,7 @@ def rescanned_events(
     report = repair_report({record.filename: record for record in index.records()}, files)
     deleted = {e.filename: e for e in history if isinstance(e, Delete) and e.filename not in files}
     events: list[Event] = [Add(files[name]) for name in files]
-    events += [Delete(e.project, name, index.deleted_sha256(name)) for name, e in deleted.items()]
+    events += [
+        Delete(e.project, name, index.deleted_sha256(name), e.origin) for name, e in deleted.items()
+    ]
     return events, report

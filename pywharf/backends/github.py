@@ -306,7 +306,7 @@ class GitHubBackend:
                 files[name] = confirmed
                 continue
             gone = current.records[name]
-            tombstones[name] = tombstone(name, gone.project, gone.sha256)
+            tombstones[name] = tombstone(name, gone.project, gone.sha256, gone.origin)
         for name in files:
             tombstones.pop(name, None)
         return files, tombstones

@@ -229,7 +229,8 @@ def remove_entry(document: dict[str, Any], project: str, filename: str) -> bool:
         return False
     document["pkgs"] = [e for e in entries if _entry_filename(e) != filename]
     tombstones = _tombstones(document)
-    tombstones[filename] = tombstone(filename, project, str(gone[0].get("sha256")))
+    origin = (gone[0].get("meta") or {}).get("origin")
+    tombstones[filename] = tombstone(filename, project, str(gone[0].get("sha256")), origin)
     document["deleted"] = [tombstones[name] for name in sorted(tombstones)]
     return True
 

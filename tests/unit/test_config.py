@@ -17,6 +17,7 @@ from pywharf.config import load_toml
 from pywharf.config import parse_admin_secrets
 from pywharf.config import parse_repositories
 from pywharf.errors import ConfigError
+from pywharf.upstream import UpstreamSettings
 
 SOURCE = "/etc/pywharf/repos.toml"
 
@@ -42,7 +43,49 @@ def test_every_file_system_key_is_read() -> None:
         "write_secret": "w",
         "max_file_bytes": 1000,
         "sync_index_interval": 5.0,
+        "upstream_url": "",
+        "upstream_min_age": 0,
+        "upstream_allow": ["*"],
+        "upstream_deny": [],
+        "upstream_page_ttl": 600,
     }
+
+
+@pytest.mark.parametrize("type_name", ["file_system", "memory", "github"])
+def test_every_backend_type_takes_the_upstream_keys(type_name: str) -> None:
+    extra = 'owner = "o"\nrepo = "r"\n' if type_name == "github" else ""
+    values = parse(
+        f'[main]\ntype = "{type_name}"\n{extra}upstream_url = "https://u:p@pypi.example/simple/"\n'
+        'upstream_min_age = 86400\nupstream_allow = ["req*"]\nupstream_deny = ["requests-x"]\n'
+        "upstream_page_ttl = 60\n"
+    )["main"]
+    assert values["upstream_min_age"] == 86400
+    assert values["upstream_allow"] == ["req*"] and values["upstream_deny"] == ["requests-x"]
+
+
+def test_a_bad_upstream_url_is_refused_without_showing_it() -> None:
+    (config,) = parse_repositories(
+        '[main]\ntype = "file_system"\nupstream_url = "ftp://me:hunter2@host/"\n',
+        SOURCE,
+        backend_settings,
+    )
+    with pytest.raises(ConfigError) as caught:
+        UpstreamSettings.from_config(config)
+    assert "upstream_url" in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+def test_a_wrong_upstream_list_names_the_key() -> None:
+    with pytest.raises(ConfigError, match="upstream_allow"):
+        parse('[main]\ntype = "file_system"\nupstream_allow = [1]\n')
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [("requests", True), ("requests-x", False), ("numpy", False), ("req", True)],
+)
+def test_deny_wins_over_allow(name: str, allowed: bool) -> None:
+    settings = UpstreamSettings(allow=("req*",), deny=("requests-*",))
+    assert settings.allows(name) is allowed
 
 
 def test_several_repositories_and_names_lower_cased() -> None:

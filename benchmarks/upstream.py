@@ -1,0 +1,188 @@
+"""The upstream cache and bundles, measured (issue 12). Not part of CI.
+
+    python3 benchmarks/upstream.py [--mib 64] [--files 10000]
+
+Two pywharf servers run from the working tree: an upstream (`A`) and a cache (`B`, whose
+`upstream_url` is A). Printed, best of several runs each:
+
+* a cached file's download speed over a hosted file's of the same size, both from B (>= 0.9);
+* a first, uncached download through B over a direct download from A (<= 1.3);
+* B's CPU per request for a cached upstream page over a hosted page of as many files;
+* importing a bundle of N small files over `cp -r` of them plus hashing every copy (<= 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from factory import make_sdist  # noqa: E402
+
+READ, WRITE = "read-secret", "write-secret"
+AUTH = "Basic " + base64.b64encode(f"local:{READ}".encode()).decode()
+
+
+def pywharf(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pywharf", *args], cwd=REPO, check=True,
+                          capture_output=True, text=True)  # fmt: skip
+
+
+def config(path: Path, upstream: str = "") -> Path:
+    path.write_text(
+        f'[local]\ntype = "file_system"\nread_secret = "{READ}"\nwrite_secret = "{WRITE}"\n'
+        f'upstream_url = "{upstream}"\n'
+    )
+    return path
+
+
+def start(root: Path, conf: Path) -> tuple[subprocess.Popen[bytes], int]:
+    log = root.with_suffix(".log")
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pywharf", "server", str(root), "--config", str(conf),
+             "--host", "127.0.0.1", "--port", "0", "--extra_index_url", ""],
+            cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = re.search(r"listening on \S*:(\d+)", log.read_text(errors="replace"))
+        if found:
+            return process, int(found[1])
+        time.sleep(0.05)
+    raise SystemExit(f"server did not start: {log.read_text()}")
+
+
+def get(port: int, path: str) -> tuple[int, int]:
+    """Status and bytes read, the body discarded in 1 MiB reads."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.request("GET", path, headers={"Authorization": AUTH})
+        response = connection.getresponse()
+        total = 0
+        while chunk := response.read(1 << 20):
+            total += len(chunk)
+        return response.status, total
+    finally:
+        connection.close()
+
+
+def timed(port: int, path: str) -> float:
+    started = time.perf_counter()
+    status, _ = get(port, path)
+    assert status == 200, (path, status)
+    return time.perf_counter() - started
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def page_cpu(pid: int, port: int, path: str, requests: int) -> float:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": AUTH, "Accept": "application/vnd.pypi.simple.v1+json"}
+    before = cpu_seconds(pid)
+    for _ in range(requests):
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200, (path, response.status)
+    connection.close()
+    return (cpu_seconds(pid) - before) / requests
+
+
+def big_sdist(folder: Path, name: str, mib: int) -> Path:
+    """An sdist-named file of `mib` MiB of incompressible bytes."""
+    path = folder / f"{name}-1.0.tar.gz"
+    block = hashlib.sha256(name.encode()).digest() * (1 << 15)  # 1 MiB
+    with path.open("wb") as out:
+        for i in range(mib):
+            out.write(hashlib.sha256(str(i).encode()).digest() + block[32:])
+    return path
+
+
+def downloads(work: Path, mib: int, runs: int) -> None:
+    upstream_files, hosted_files = work / "up-files", work / "host-files"
+    upstream_files.mkdir()
+    hosted_files.mkdir()
+    big_sdist(upstream_files, "bigpublic", mib)
+    big_sdist(hosted_files, "bigprivate", mib)
+    for i in range(30):  # two pages of 30 files: hosted on B, upstream on A
+        make_sdist(upstream_files, "manypublic", f"1.{i}")
+        make_sdist(hosted_files, "manyprivate", f"1.{i}")
+    pywharf("import", "file_system", "local", str(upstream_files), "--root", str(work / "A"))
+    pywharf("import", "file_system", "local", str(hosted_files), "--root", str(work / "B"))
+    a, a_port = start(work / "A", config(work / "a.toml"))
+    b_config = config(work / "b.toml", f"http://local:{READ}@127.0.0.1:{a_port}/simple/")
+    b, b_port = start(work / "B", b_config)
+    try:
+        public = "/simple/bigpublic/bigpublic-1.0.tar.gz"
+        direct = min(timed(a_port, public) for _ in range(runs))
+        first = timed(b_port, public)
+        cached = min(timed(b_port, public) for _ in range(runs))
+        hosted = min(timed(b_port, "/simple/bigprivate/bigprivate-1.0.tar.gz") for _ in range(runs))
+        print(f"file of {mib} MiB: direct from upstream {direct:.3f} s, first through the cache "
+              f"{first:.3f} s (ratio {first / direct:.2f}, goal <= 1.3)")  # fmt: skip
+        print(f"  cached {mib / cached:.0f} MiB/s, hosted {mib / hosted:.0f} MiB/s "
+              f"(cached/hosted speed {hosted / cached:.2f}, goal >= 0.9)")  # fmt: skip
+        timed(b_port, "/simple/manypublic/")  # fetched once; later requests are cached
+        cached_page = page_cpu(b.pid, b_port, "/simple/manypublic/", 2000)
+        hosted_page = page_cpu(b.pid, b_port, "/simple/manyprivate/", 2000)
+        print(f"page of 30 files, server CPU per request: cached upstream "
+              f"{cached_page * 1e6:.0f} us, hosted {hosted_page * 1e6:.0f} us "
+              f"(ratio {cached_page / hosted_page:.2f})")  # fmt: skip
+    finally:
+        for process in (a, b):
+            process.terminate()
+            process.wait(15)
+
+
+def bundle_import(work: Path, count: int) -> None:
+    files = work / "many"
+    files.mkdir()
+    for i in range(count):
+        (files / f"p{i}-1.0.tar.gz").write_bytes(os.urandom(8192))
+    pywharf("import", "file_system", "local", str(files), "--root", str(work / "C"))
+    bundle = work / "bundle.tar"
+    pywharf("export", "file_system", "local", str(bundle), "--root", str(work / "C"))
+    started = time.perf_counter()
+    pywharf("import", "file_system", "local", str(bundle), "--root", str(work / "D"))
+    imported = time.perf_counter() - started
+    started = time.perf_counter()
+    subprocess.run(["cp", "-r", str(files), str(work / "copy")], check=True)
+    for path in (work / "copy").iterdir():
+        hashlib.sha256(path.read_bytes()).hexdigest()
+    baseline = time.perf_counter() - started
+    print(f"import of a {count}-file bundle {imported:.2f} s; cp -r + sha256 {baseline:.2f} s "
+          f"(ratio {imported / baseline:.2f}, goal <= 2)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=64)
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=5)
+    options = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="pywharf-upstream-bench-"))
+    try:
+        downloads(work, options.mib, options.runs)
+        bundle_import(work, options.files)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

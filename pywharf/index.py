@@ -51,6 +51,7 @@ class FileRecord(NamedTuple):
     requires_python: str | None = None
     metadata_sha256: str | None = None  # PEP 658: sha256 of the wheel's METADATA, if stored
     yanked: str | None = None  # PEP 592: None, or the reason ("" for none given)
+    summary: str | None = None  # the upload's one-line Summary: the web pages search it
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self._asdict().items() if v is not None}
@@ -66,6 +67,7 @@ class FileRecord(NamedTuple):
             project=NormalizedName(sys.intern(record.project)),
             version=sys.intern(record.version),
             requires_python=record.requires_python and sys.intern(record.requires_python),
+            summary=record.summary and sys.intern(record.summary),  # one per version, shared
         )
 
 
@@ -149,6 +151,7 @@ class Index:
         self._tombstoned: set[NormalizedName] = set()
         self.listing = Listing(())
         self.changed_at = 0.0
+        self.generation = 0  # counts visible changes: what is derived from the index keys on it
         self.apply([Add(r) for r in records])
 
     def project(self, name: NormalizedName) -> Project | None:
@@ -241,4 +244,5 @@ class Index:
             self.listing = Listing(tuple(sorted(self._projects)))
         if changed:
             self.changed_at = time.time()
+            self.generation += 1
         return changed

@@ -1,8 +1,8 @@
 """Project search for the web pages: names and summaries, ranked, over a prebuilt corpus.
 
-The corpus is two newline-joined strings built once per index change, so one search is a few
-C-speed regular-expression scans, not a Python loop over every project (20,000 projects: the
-loop cost 6 ms, the scans well under 1 ms).
+The corpus (lower-cased summaries, sorted names) is built once per index change. A search is
+two list comprehensions with `in` (about 40 ns a project): regular expressions over one
+newline-joined string were 4x slower, each line start backtracking over its line.
 
 >>> corpus = SearchCorpus([("demo", "A demo"), ("demo-tools", "Tools"), ("my-demo", ""),
 ...                        ("other", "Not a demo at all")])
@@ -15,6 +15,7 @@ loop cost 6 ms, the scans well under 1 ms).
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -54,11 +55,7 @@ class SearchCorpus:
         self.names = [name for name, _ in pairs]
         self.summaries = dict(pairs)
         self._known = set(self.names)
-        self._names = "\n".join(self.names)
-        # A tab never appears in a normalized name; newlines in a summary would split a line.
-        self._summaries = "\n".join(
-            f"{name}\t{' '.join(summary.split()).lower()}" for name, summary in pairs if summary
-        )
+        self._summaries = [(n, " ".join(s.split()).lower()) for n, s in pairs if s]
 
     def __len__(self) -> int:
         return len(self.names)
@@ -67,13 +64,14 @@ class SearchCorpus:
         query = normalize_query(text)
         if not query:
             return SearchResult([], [], list(self.names), [])
-        pattern = re.escape(query)
-        containing = re.findall(rf"^[^\n]*{pattern}[^\n]*$", self._names, re.MULTILINE)
+        names = self.names
+        # Sorted names: those starting with the query are one slice, found by bisection.
+        first = bisect.bisect_left(names, query)
+        last = bisect.bisect_left(names, query + "\U0010ffff", first)
         exact = [query] if query in self._known else []
-        prefix = [n for n in containing if n.startswith(query) and n != query]
-        substring = [n for n in containing if not n.startswith(query)]
-        words = re.escape(" ".join(text.split()).lower())
-        in_summary = re.findall(rf"^([^\t\n]*)\t[^\n]*{words}", self._summaries, re.MULTILINE)
-        matched = set(containing)
-        summary = [n for n in in_summary if n not in matched]
+        prefix = [n for n in names[first:last] if n != query]
+        substring = [n for n in names[:first] if query in n]
+        substring += [n for n in names[last:] if query in n]
+        words = " ".join(text.split()).lower()
+        summary = [n for n, s in self._summaries if words in s and query not in n]
         return SearchResult(exact, prefix, substring, summary)

@@ -99,6 +99,7 @@ def project(app: App, call: Call) -> Response:
     view = ProjectView(
         repository.name, name, found.files, description.summary, description.text,
         _index_url(call, repository), _write_session(app, call) is not None, time.time(),
+        found.pages,
     )  # fmt: skip
     return _html(render_project(view), repository.name)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
 from html import escape
 from urllib.parse import quote
 
@@ -178,6 +180,9 @@ class ProjectView:
     index_url: str  # the /simple/ URL to install from, with the repository as its user
     can_write: bool
     now: float
+    # Memo of the rows, kept on the immutable Project (which dies with any change): they are
+    # 95 % of the page's cost (3.5 ms for 500 files); only the relative times are per request.
+    cache: dict[str, Any] = field(default_factory=dict)
 
 
 def _size(size: int) -> str:
@@ -232,7 +237,8 @@ def _install_lines(view: ProjectView) -> str:
     )
 
 
-def _row(view: ProjectView, record: FileRecord, project_href: str) -> str:
+def _row(view: ProjectView, record: FileRecord, project_href: str) -> tuple[str, str]:
+    """A file's table row, split where its relative upload time goes."""
     filename = escape(record.filename)
     uploaded = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(record.upload_time))
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.upload_time))
@@ -251,18 +257,23 @@ def _row(view: ProjectView, record: FileRecord, project_href: str) -> str:
         ]
         actions = f'<td class="actions" data-label="Actions">{"".join(links)}</td>'
     download = f"/simple/{quote(view.name)}/{quote(record.filename)}"
-    return (
+    before = (
         f'<tr><td data-label="File"><a href="{escape(download)}">{filename}</a>{yanked}</td>'
         f'<td data-label="Size">{_size(record.size)}</td>'
         f'<td data-label="Uploaded"><time datetime="{stamp}">{uploaded}</time> '
-        f'<span class="muted">({_ago(view.now - record.upload_time)})</span></td>'
+        '<span class="muted">('
+    )
+    after = (
+        ")</span></td>"
         f'<td data-label="Requires-Python">{escape(record.requires_python or "any")}</td>'
         f'<td data-label="SHA-256"><code class="hash" tabindex="0">{record.sha256}</code></td>'
         f"{actions}</tr>"
     )
+    return before, after
 
 
-def _versions(view: ProjectView) -> str:
+def _version_pieces(view: ProjectView) -> tuple[list[str], list[float]]:
+    """The versions' HTML as pieces to interleave with each file's relative upload time."""
     by_version: dict[str, list[FileRecord]] = {}
     for record in view.files:
         by_version.setdefault(record.version, []).append(record)
@@ -271,7 +282,8 @@ def _versions(view: ProjectView) -> str:
     head = "".join(f'<th scope="col">{column}</th>' for column in columns)
     head = f"<thead><tr>{head}</tr></thead>"
     project_href = escape(_project_href(view.name))
-    sections = []
+    count = f'<p class="muted">{len(by_version)} versions, {len(view.files)} files.</p>'
+    pieces, times = [f'<h2 id="versions">Versions</h2>{count}'], []
     for version in sorted(by_version, key=_version_key, reverse=True):
         records = by_version[version]
         shown = escape(version)
@@ -280,14 +292,31 @@ def _versions(view: ProjectView) -> str:
             if all(r.yanked is not None for r in records)
             else ""
         )
-        rows = "".join(_row(view, record, project_href) for record in records)
-        sections.append(
+        pieces[-1] += (
             f'<section aria-labelledby="v-{shown}"><h3 id="v-{shown}">{shown}{state}</h3>'
-            f'<table><caption class="sr-only">Files of version {shown}</caption>'
-            f"{head}<tbody>{rows}</tbody></table></section>"
+            f'<table><caption class="sr-only">Files of version {shown}</caption>{head}<tbody>'
         )
-    count = f'<p class="muted">{len(by_version)} versions, {len(view.files)} files.</p>'
-    return f'<h2 id="versions">Versions</h2>{count}{"".join(sections)}'
+        for record in records:
+            before, after = _row(view, record, project_href)
+            pieces[-1] += before
+            pieces.append(after)
+            times.append(record.upload_time)
+        pieces[-1] += "</tbody></table></section>"
+    return pieces, times
+
+
+def _versions(view: ProjectView) -> str:
+    key = f"web-versions-{view.can_write}"
+    cached = view.cache.get(key)
+    if cached is None:
+        cached = view.cache[key] = _version_pieces(view)  # two threads may both: identical
+    pieces, times = cached
+    now = view.now
+    out = [pieces[0]]
+    for piece, uploaded in zip(pieces[1:], times):
+        out.append(_ago(now - uploaded))
+        out.append(piece)
+    return "".join(out)
 
 
 def render_project(view: ProjectView) -> bytes:

@@ -13,8 +13,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
-from typing import Any
 from html import escape
+from typing import Any
 from urllib.parse import quote
 
 from packaging.version import InvalidVersion

@@ -329,7 +329,7 @@ def render_project(view: ProjectView) -> bytes:
     )
     body = (
         f'<p><a href="/">All projects</a></p><h1>{escape(view.name)}</h1>{summary}'
-        f"{_install_lines(view)}{_versions(view)}{description}"
+        f"{_versions(view)}{_install_lines(view)}{description}"
     )
     return _shell(view.name, view.repository, body)
 

@@ -49,8 +49,10 @@ STOPSIGNAL SIGTERM
 # The first probe runs one interval after the start, and a GitHub Actions service is waited for
 # until healthy: hence 10 s, not Docker's 30 s. (--start-interval would be better, but podman 4
 # and Docker before 25 reject it.)
+# /healthz answers 200 while the process serves; over HTTPS (unverified: it is our own
+# loopback) when PYWHARF_COMMAND_CERTFILE turns TLS on.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python3", "-c", "import os, http.client; e = {k.upper(): v for k, v in os.environ.items()}; h = e.get('PYWHARF_COMMAND_HOST') or '0.0.0.0'; h = {'0.0.0.0': '127.0.0.1', '::': '::1'}.get(h, h); c = http.client.HTTPConnection(h, int(e.get('PYWHARF_COMMAND_PORT') or 8888), timeout=4); c.request('GET', '/'); raise SystemExit(c.getresponse().status != 200)"]
+    CMD ["python3", "-c", "import os, ssl, http.client; e = {k.upper(): v for k, v in os.environ.items()}; h = e.get('PYWHARF_COMMAND_HOST') or '0.0.0.0'; h = {'0.0.0.0': '127.0.0.1', '::': '::1'}.get(h, h); p = int(e.get('PYWHARF_COMMAND_PORT') or 8888); c = http.client.HTTPSConnection(h, p, timeout=4, context=ssl._create_unverified_context()) if e.get('PYWHARF_COMMAND_CERTFILE') else http.client.HTTPConnection(h, p, timeout=4); c.request('GET', '/healthz'); raise SystemExit(c.getresponse().status != 200)"]
 
 # Exec form: the Python process is PID 1 and receives SIGTERM itself; the server handles it and
 # exits 0. It starts no child processes, so it needs no init to reap them.

@@ -6,6 +6,7 @@ Handlers raise; `error_response` is the one place an exception becomes an HTTP a
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from typing import Protocol
 from urllib.parse import quote
 from urllib.parse import urlencode
 
+from pywharf import ops
+from pywharf import web
 from pywharf.auth import FailureThrottle
 from pywharf.auth import Permission
 from pywharf.backends import LocalFile
@@ -46,12 +49,15 @@ from pywharf.login import login_form
 from pywharf.login import login_redirect
 from pywharf.login import logout
 from pywharf.login import submit_login
+from pywharf.metrics import Metrics
 from pywharf.pages import Page
 from pywharf.repository import FileDownload
 from pywharf.repository import Repository
+from pywharf.routes import Match
 from pywharf.routes import Route
 from pywharf.routes import RouteTable
 from pywharf.session import SESSION_COOKIE
+from pywharf.session import Session
 from pywharf.session import SessionKeys
 from pywharf.session import parse_cookies
 from pywharf.upload import Spools
@@ -150,6 +156,7 @@ class App:
         extra_index_url: str = "",
         initializer: Initializer | None = None,
         sessions: SessionKeys | None = None,
+        metrics_secret: str = "",
     ) -> None:
         self.repositories = dict(repositories)  # replaced whole, never changed in place
         self.extra_index_url = extra_index_url.rstrip("/") + "/" if extra_index_url else ""
@@ -157,23 +164,32 @@ class App:
         self.sessions = sessions
         self.spools = Spools()
         self.throttle = FailureThrottle()  # shared by every repository: guessers move on
+        self.metrics = Metrics()
+        self.metrics_secret = metrics_secret
+        # The server tells how many connections it holds (the app does not know the server).
+        self.open_connections: Callable[[], int] = lambda: 0
 
     def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        route = "unmatched"  # a bounded label: the route's pattern, never the path
         try:
-            return self._dispatch(request)
+            found = ROUTES.match(request.method, request.path)
+            route = found.route.pattern
+            response = self._dispatch(request, found)
         except Exception as error:  # the one place a failure becomes an answer
-            return error_response(error)
+            response = error_response(error)
+        self.metrics.request(route, response.status, time.perf_counter() - started)
+        return response
 
-    def _dispatch(self, request: Request) -> Response:
-        found = ROUTES.match(request.method, request.path)
+    def _dispatch(self, request: Request, found: Match[Handler]) -> Response:
         credentials = parse_basic_auth(request.header("authorization"))
         needed = found.route.permission
-        repository = None if needed is None else self._authorized(request, credentials, needed)
+        repository = None if needed is None else self.authorized(request, credentials, needed)
         return found.route.handler(self, Call(request, found.params, credentials, repository))
 
     # --- authorization -----------------------------------------------------------------------
 
-    def _authorized(
+    def authorized(
         self, request: Request, credentials: tuple[str, str] | None, needed: Permission
     ) -> Repository:
         """The repository named by the credentials; 401 before any lookup, so nothing leaks."""
@@ -197,15 +213,23 @@ class App:
         granted = repository.permission(secret, needed) if repository else Permission.NONE
         if granted < Permission.READ:
             self.throttle.failed(client, name)
+            self.metrics.auth_failed()
         return granted
 
-    def _from_session(self, request: Request, needed: Permission) -> Repository:
-        """A browser's session (read only); a browser without one goes to the login page."""
+    def session(self, request: Request) -> Session | None:
+        """The browser's valid session, for a repository configured as when it was issued."""
         cookie = parse_cookies(request.header("cookie")).get(SESSION_COOKIE)
         session = self.sessions.check(cookie) if self.sessions and cookie else None
         repository = self.repositories.get(session.repository) if session else None
-        if repository is not None and session and session.epoch != repository.epoch:
-            repository = None  # reconfigured since the login: its secrets may have changed
+        if repository is None or session is None or session.epoch != repository.epoch:
+            return None  # reconfigured since the login: its secrets may have changed
+        return session
+
+    def _from_session(self, request: Request, needed: Permission) -> Repository:
+        """A browser's session: it reads through every route, and changes only through the web
+        pages' guarded forms (`pywharf.web`); a browser without one goes to the login page."""
+        session = self.session(request)
+        repository = self.repositories.get(session.repository) if session else None
         if repository is not None and needed is Permission.READ:
             return repository
         if self.sessions and request.method == "GET" and prefers_html(request.header("accept")):
@@ -254,9 +278,6 @@ class App:
 
     # --- pages -------------------------------------------------------------------------------
 
-    def home(self, call: Call) -> Response:
-        return _text(200, "pywharf: a private package index. The index is at /simple/.")
-
     def index_mtime(self, call: Call) -> Response:
         return _text(200, str(call.repository.index_mtime))
 
@@ -295,8 +316,12 @@ class App:
             target = download.target
             body = StreamBody(target.chunks, target.size, target.close)
             headers = [("ETag", download.etag), ("Content-Type", "application/octet-stream")]
-            return Response(200, headers, body, user=call.repository.name)
-        return _file_response(call.request, download, call.repository.name)
+            response = Response(200, headers, body, user=call.repository.name)
+        else:
+            response = _file_response(call.request, download, call.repository.name)
+        if call.request.method == "GET" and response.status in (200, 206):
+            self.metrics.downloaded(response.length)
+        return response
 
     # --- management: yank, un-yank, delete ---------------------------------------------------
 
@@ -322,6 +347,7 @@ class App:
             call.request, limits.spool_dir, limits.max_file_bytes, self.spools
         ) as upload:
             record = repository.store(upload, call.secret)
+        self.metrics.uploaded(record.size)
         log.info("stored %s in %s", record.filename, repository.name)
         response = _text(200, f"OK: {record.filename}")
         response.user = repository.name
@@ -332,14 +358,25 @@ def _to_slash(app: App, call: Call) -> Response:
     return _redirect(call.request.path + "/" + _query(call.request))
 
 
+Handler = Callable[[App, Call], Response]
 _READ = ("GET", "HEAD")
 _POST = ("POST",)
 # The one route table: pattern, methods, handler, the permission the credentials must grant.
 # 404 and 405 depend on the path alone; every route that could reveal a project authenticates
 # (401) before its handler looks anything up.
-ROUTES: RouteTable[Callable[[App, Call], Response]] = RouteTable(
+ROUTES: RouteTable[Handler] = RouteTable(
     [
-        Route("/", _READ, App.home, None),
+        # Browsers get the web pages; other clients (and health checks) a short text.
+        Route("/", _READ, web.home, None),
+        Route("/project/{project}", _READ, web.to_project, Permission.READ),
+        Route("/project/{project}/", _READ, web.project, Permission.READ),
+        # A write session's yank, unyank and delete: GET asks to confirm, POST acts.
+        Route(
+            "/project/{project}/{action}/{filename}/", (*_READ, "POST"), web.change, Permission.READ
+        ),
+        Route("/healthz", _READ, ops.healthz, None),
+        Route("/readyz", _READ, ops.readyz, None),
+        Route("/metrics", _READ, ops.metrics, None),
         Route("/simple", _READ, _to_slash, None),
         # Never redirect an upload: twine treats a 3xx as a failure.
         Route("/simple", _POST, App.upload, Permission.WRITE),

@@ -29,6 +29,7 @@ from pywharf.errors import ConfigError
 from pywharf.errors import PywharfError
 from pywharf.repository import Repository
 from pywharf.server import Server
+from pywharf.server import TLSContext
 from pywharf.server import default_access_log
 from pywharf.server import serve
 from pywharf.service import Service
@@ -70,12 +71,19 @@ def run_server(options: ServerOptions) -> int:
         level=logging.DEBUG if options.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if options.log_format not in ("text", "json"):
+        raise UsageError(f"--log_format: {options.log_format!r} is not 'text' or 'json'")
+    if options.keyfile and not options.certfile:
+        raise UsageError("--keyfile needs --certfile")
+    tls = TLSContext(options.certfile, options.keyfile) if options.certfile else None
     service = Service(options)
     server = Server(
         (options.host, options.port),
         service.app,
         default_access_log(),
         max_connections=options.max_connections,
+        tls=tls,
+        log_format=options.log_format,
     )
     service.announce(server.server_address[1])
     service.start()

@@ -23,6 +23,7 @@ __all__ = [
     "MalformedRequest",
     "MethodNotAllowed",
     "NotFound",
+    "NotReady",
     "PayloadTooLarge",
     "PywharfError",
     "RangeNotSatisfiable",
@@ -220,6 +221,12 @@ class ServerBusy(RequestError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.headers = (("Retry-After", str(retry_after)),)
+
+
+class NotReady(RequestError):
+    """/readyz: a repository's index is not loaded, or its store failed its last sync."""
+
+    status = 503
 
 
 class TooManyFailures(RequestError):

@@ -57,6 +57,7 @@ class FileRecord(NamedTuple):
     yanked: str | None = None  # PEP 592: None, or the reason ("" for none given)
     origin: str | None = None  # None: hosted here; UPSTREAM: a copy cached from the upstream
     stored_time: float | None = None  # when it entered this repository, if not `upload_time`
+    summary: str | None = None  # the upload's one-line Summary: the web pages search it
 
     @property
     def hosted(self) -> bool:
@@ -81,6 +82,7 @@ class FileRecord(NamedTuple):
             project=NormalizedName(sys.intern(record.project)),
             version=sys.intern(record.version),
             requires_python=record.requires_python and sys.intern(record.requires_python),
+            summary=record.summary and sys.intern(record.summary),  # one per version, shared
         )
 
 
@@ -184,6 +186,7 @@ class Index:
         self.listing = Listing(())
         self.changed_at = 0.0
         self.deletions = 0  # Deletes applied, tombstones of absent files too (a cache key)
+        self.generation = 0  # counts visible changes: what is derived from the index keys on it
         self.apply([Add(r) for r in records])
 
     def project(self, name: NormalizedName) -> Project | None:
@@ -282,4 +285,5 @@ class Index:
             self.listing = Listing(tuple(sorted(self._projects)))
         if changed:
             self.changed_at = time.time()
+            self.generation += 1
         return changed

@@ -1,8 +1,10 @@
 """Browser login: a self-contained form, a checked secret, a signed session cookie.
 
-Sessions only ever grant reading: uploads and changes need Basic auth, so no cross-site post
-can act with a browser's cookie. The form itself is guarded by a signed, dated double-submit
-token, the Origin header and Fetch Metadata.
+A session carries what its secret granted: reading, or with a write secret also the web pages'
+yank, unyank and delete forms (`pywharf.web`), each guarded by a session-bound signed token,
+the same-origin checks and a confirmation step. The API's uploads and changes still need Basic
+auth, so no cross-site post can act there with a browser's cookie. The login form itself is
+guarded by a signed, dated double-submit token, the Origin header and Fetch Metadata.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from pywharf.session import SESSION_COOKIE
 from pywharf.session import SessionKeys
 from pywharf.session import parse_cookies
 
-__all__ = ["login_form", "login_redirect", "logout", "safe_next", "submit_login"]
+__all__ = [
+    "login_form",
+    "login_redirect",
+    "logout",
+    "safe_next",
+    "same_origin",
+    "secure_flag",
+    "submit_login",
+]
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -53,16 +63,16 @@ button {{ margin-top: 1.5rem; width: 100%; padding: .6rem; }}
 def safe_next(value: str | None) -> str:
     """Only a local path: `next=https://evil.example/` was an open redirect in the original."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return "/simple/"
+        return "/"
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):  # urlsplit would drop them silently
-        return "/simple/"
+        return "/"
     parts = urlsplit(value)
     if parts.scheme or parts.netloc:
-        return "/simple/"
+        return "/"
     return quote(value, safe="/?&=%:;@!$'()*+,~-._")  # an ASCII Location, whatever was asked
 
 
-def _secure(request: Request) -> str:
+def secure_flag(request: Request) -> str:
     # Behind a TLS-terminating proxy, X-Forwarded-Proto says so; the flag only adds safety.
     https = request.secure or request.header("x-forwarded-proto") == "https"
     return "; Secure" if https else ""
@@ -75,7 +85,7 @@ def login_form(
     shown = f'<p class="error">{escape(message)}</p>' if message else ""
     target = quote(safe_next(request.query.get("next")), safe="/")
     body = _PAGE.format(next=escape(target), message=shown, token=token).encode()
-    cookie = f"{CSRF_COOKIE}={token}; Path=/login/; HttpOnly; SameSite=Strict{_secure(request)}"
+    cookie = f"{CSRF_COOKIE}={token}; Path=/login/; HttpOnly; SameSite=Strict{secure_flag(request)}"
     headers = [
         ("Content-Type", "text/html; charset=utf-8"),
         ("Set-Cookie", cookie),
@@ -89,7 +99,7 @@ def login_form(
     return Response(status, headers, body)
 
 
-def _same_origin(request: Request) -> bool:
+def same_origin(request: Request) -> bool:
     # Fetch Metadata: a browser that sends it says where the form came from; a sibling
     # subdomain ("same-site") could plant cookies, so only our own origin (or a typed-in
     # navigation, "none") may post the login form.
@@ -110,17 +120,17 @@ def submit_login(
     token = form.get("csrf", "")
     # compare_digest takes str only in ASCII; header values arrive as Latin-1: compare bytes.
     same = hmac.compare_digest(token.encode(), cookie.encode())
-    if not same or not keys.csrf_valid(token) or not _same_origin(request):
+    if not same or not keys.csrf_valid(token) or not same_origin(request):
         raise Forbidden("the login form expired or came from another site; reload it")
     name = form.get("pkg_repo_name", "").strip().lower()
     secret = form.get("pkg_repo_secret_raw", "")
     granted, epoch = check(name, secret) if name and secret else (Permission.NONE, "")
     if granted < Permission.READ:
         return login_form(request, keys, "Unknown repository or wrong secret.", 403)
-    session = keys.issue(name, Permission.READ, epoch)
+    session = keys.issue(name, min(granted, Permission.WRITE), epoch)
     cookie_line = (
         f"{SESSION_COOKIE}={session}; Path=/; Max-Age={keys.lifetime}; HttpOnly; "
-        f"SameSite=Lax{_secure(request)}"
+        f"SameSite=Lax{secure_flag(request)}"
     )
     location = safe_next(request.query.get("next") or form.get("next"))
     return Response(303, [("Location", location), ("Set-Cookie", cookie_line)], b"")
@@ -129,7 +139,7 @@ def submit_login(
 def logout(request: Request, keys: SessionKeys) -> Response:
     """End the session: the browser forgets the cookie, and every server refuses it from now."""
     keys.revoke(parse_cookies(request.header("cookie")).get(SESSION_COOKIE))
-    cookie = f"{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{_secure(request)}"
+    cookie = f"{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{secure_flag(request)}"
     return Response(303, [("Location", "/login/"), ("Set-Cookie", cookie)], b"")
 
 

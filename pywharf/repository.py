@@ -7,7 +7,9 @@ repository is a method here.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
+from email.parser import Parser
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,14 @@ from packaging.utils import NormalizedName
 from pywharf.auth import AuthCache
 from pywharf.auth import Permission
 from pywharf.backends import Backend
+from pywharf.backends import LocalFile
 from pywharf.backends import StagedUpload
 from pywharf.dists import same_version
 from pywharf.downloads import FileDownload
 from pywharf.downloads import stored_download
 from pywharf.errors import DistributionExists
 from pywharf.errors import NotFound
+from pywharf.errors import PywharfError
 from pywharf.index import Add
 from pywharf.index import Delete
 from pywharf.index import Event
@@ -31,17 +35,48 @@ from pywharf.index import Project
 from pywharf.index import Yank
 from pywharf.pages import Page
 from pywharf.pages import Renderer
+from pywharf.search import SearchCorpus
 from pywharf.upstream import NO_UPSTREAM
 from pywharf.upstream import UpstreamCache
 from pywharf.upstream import UpstreamSettings
 
-__all__ = ["FileDownload", "Repository", "UploadLimits"]  # FileDownload: pywharf.downloads
+# FileDownload is pywharf.downloads', re-exported for the app.
+__all__ = ["Description", "FileDownload", "IndexStats", "Repository", "SyncHealth", "UploadLimits"]
+
+# A METADATA file bigger than this is not read for the web page's description.
+MAX_DESCRIPTION_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class UploadLimits:
     spool_dir: Path  # on the storage's file system when it is local, so storing is a link
     max_file_bytes: int
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    """The size of the index, for /metrics."""
+
+    projects: int
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a project says of itself: from the upload form, or its newest wheel's METADATA."""
+
+    summary: str
+    text: str  # the long description, shown as plain text; never HTML
+
+
+@dataclass
+class SyncHealth:
+    """How the last syncs went, for /readyz and /metrics."""
+
+    last_success: float = 0.0  # time.time() of the last sync the store answered
+    failing: bool = False  # the last sync failed
+    errors: int = 0  # failed syncs since the start
 
 
 class Repository:
@@ -66,6 +101,13 @@ class Repository:
         self.index_mtime = 0
         self._cursor: Any = None
         self._sync_lock = threading.Lock()
+        self.health = SyncHealth()
+        self._derived: dict[str, tuple[int, Any]] = {}  # kind -> (index generation, value)
+
+    @property
+    def ready(self) -> bool:
+        """The index was loaded and the store answered the last sync (/readyz)."""
+        return self.health.last_success > 0 and not self.health.failing
 
     def permission(self, secret: str, needed: Permission) -> Permission:
         return self.auth.permission(secret, needed, self.backend.authorize)
@@ -109,7 +151,13 @@ class Repository:
     def sync(self) -> bool:
         """Bring the index up to date with the backend; cheap when nothing changed."""
         with self._sync_lock:
-            update = self.backend.read_index(self._cursor)
+            try:
+                update = self.backend.read_index(self._cursor)
+            except PywharfError:
+                self.health.failing = True
+                self.health.errors += 1
+                raise
+            self.health.last_success, self.health.failing = time.time(), False
             if update is None:
                 return False
             self._cursor = update.cursor
@@ -173,3 +221,71 @@ class Repository:
             raise NotFound(f"{filename!a} is not a file of {name!a}")
         self.change(Delete(name, filename, record.sha256, record.origin), credential)
         return [filename]
+
+    # --- the web pages and /metrics ---------------------------------------------------------
+
+    def _cached(self, kind: str, compute: Any) -> Any:
+        """A value derived from the whole index, recomputed once per index change."""
+        generation = self.index.generation
+        cached = self._derived.get(kind)
+        if cached is None or cached[0] != generation:
+            cached = self._derived[kind] = (generation, compute())
+        return cached[1]
+
+    def project(self, name: NormalizedName) -> Project | None:
+        """The project's files, for its web page."""
+        return self.index.project(name)
+
+    def search(self) -> SearchCorpus:
+        """Every project's name and summary (its newest upload's), ready to search."""
+
+        def build() -> SearchCorpus:
+            pairs = []
+            for name in self.index.listing.names:
+                project = self.index.project(name)
+                newest = max(project.files, key=lambda r: r.upload_time) if project else None
+                pairs.append((name, (newest.summary if newest else None) or ""))
+            return SearchCorpus(pairs)
+
+        corpus: SearchCorpus = self._cached("search", build)
+        return corpus
+
+    def stats(self) -> IndexStats:
+        def count() -> IndexStats:
+            records = self.index.records()
+            return IndexStats(len(self.index.listing.names), len(records),
+                              sum(r.size for r in records))  # fmt: skip
+
+        stats: IndexStats = self._cached("stats", count)
+        return stats
+
+    def description(self, project: Project) -> Description:
+        """The summary and description of the newest file, read once per project value.
+
+        The description lives in a wheel's METADATA (kept for PEP 658), not in the index: a
+        README per file would multiply the index's memory.
+        """
+        cached = project.pages.get("description")
+        if isinstance(cached, Description):
+            return cached
+        newest = max(project.files, key=lambda r: (r.upload_time, r.filename))
+        summary, text = newest.summary or "", ""
+        wheels = [r for r in project.files if r.metadata_sha256 and r.version == newest.version]
+        if wheels:
+            metadata = self._core_metadata(wheels[0])
+            if metadata is not None:
+                summary = summary or str(metadata.get("Summary", ""))
+                text = str(metadata.get_payload() or metadata.get("Description", ""))
+        description = project.pages["description"] = Description(summary, text)
+        return description
+
+    def _core_metadata(self, record: FileRecord) -> Any:
+        try:
+            target = self.backend.open_metadata(record)
+            if not isinstance(target, LocalFile) or target.size > MAX_DESCRIPTION_BYTES:
+                return None  # a redirect to GitHub: not fetched for a page
+            with open(target.path, "rb") as file:
+                raw = file.read(MAX_DESCRIPTION_BYTES)
+        except (PywharfError, OSError):
+            return None
+        return Parser().parsestr(raw.decode("utf-8", "replace"))  # core metadata is UTF-8

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import json
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 from types import FrameType
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import TextIO
 from urllib.parse import parse_qsl
@@ -33,6 +35,7 @@ from urllib.parse import unquote
 
 from pywharf.app import App
 from pywharf.app import error_response
+from pywharf.errors import ConfigError
 from pywharf.errors import HeadersTooLarge
 from pywharf.errors import MalformedRequest
 from pywharf.errors import PywharfError
@@ -44,7 +47,10 @@ from pywharf.http import Response
 from pywharf.http import StreamBody
 from pywharf.http import parse_byte_count
 
-__all__ = ["IdleConnections", "Server", "serve"]
+if TYPE_CHECKING:
+    import ssl
+
+__all__ = ["IdleConnections", "Server", "TLSContext", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,17 @@ RECV_BYTES = 256 * 1024  # one read of a body
 # One read of a head. Most heads are under 1 KiB; asking the kernel for 256 KiB made every
 # request allocate (and shrink) 256 KiB, which grew malloc's per-thread arenas by megabytes.
 HEAD_RECV_BYTES = 16 * 1024
+# The first byte of a TLS handshake record (RFC 8446 section 5.1: ContentType.handshake).
+TLS_HANDSHAKE_BYTE = 0x16
+TLS_FILE_CHUNK_BYTES = 256 * 1024  # a file sent over TLS is read and encrypted in these
+# Modern ciphers for TLS 1.2 (forward secrecy, AEAD); TLS 1.3's suites are all modern already.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+_PLAIN_HTTP_MESSAGE = b"This port speaks HTTPS: use an https:// URL.\n"
+_PLAIN_HTTP_ON_TLS = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+    % (len(_PLAIN_HTTP_MESSAGE), _PLAIN_HTTP_MESSAGE)
+)
 _UNSAFE_IN_HEADER = re.compile(r"[\r\n\x00]")
 # Escaped in access-log fields: everything outside printable ASCII, plus the quote and the
 # backslash, as nginx escapes its log variables (`\xNN`).
@@ -110,7 +127,7 @@ def _timeval(seconds: float) -> bytes:
 class Connection:
     """A buffered reader over one socket, with the head's size and time bounded."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, tls: bool = False) -> None:
         # A blocking socket whose timeouts the kernel keeps (SO_RCVTIMEO / SO_SNDTIMEO):
         # socket.settimeout() makes every recv and send a poll() plus the call, two GIL
         # hand-offs instead of one, which doubled the CPU of a cached page under 64
@@ -118,8 +135,12 @@ class Connection:
         sock.settimeout(None)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(BODY_TIMEOUT_SECONDS))
         self.sock = sock
+        self.tls = tls
         self.buffer = bytearray()
         self._timeout = -1.0
+        # A TLS connection is never parked (its decrypted bytes may wait inside OpenSSL, out
+        # of the selector's sight): it keeps its thread for the whole idle timeout.
+        self.linger = IDLE_TIMEOUT_SECONDS if tls else LINGER_SECONDS
 
     def _receive(self, size: int, timeout: float) -> bytes:
         if timeout <= 0:
@@ -159,7 +180,7 @@ class Connection:
         """Wait a little for the next request; `_Idle` hands the rest of the wait over."""
         since = time.monotonic()
         try:
-            self._fill(min(LINGER_SECONDS, IDLE_TIMEOUT_SECONDS))
+            self._fill(min(self.linger, IDLE_TIMEOUT_SECONDS))
         except _TimedOut:
             raise _Idle(since) from None
 
@@ -263,13 +284,16 @@ def _http_now() -> str:
     return str(_date_cache[1])
 
 
-def _send(sock: socket.socket, response: Response, method: str, keep_alive: bool) -> None:
+def _send(connection: Connection, response: Response, method: str, keep_alive: bool) -> None:
+    sock = connection.sock
     head = _head_bytes(response, method, keep_alive)
     body = response.body
     if isinstance(body, StreamBody):
         _send_stream(sock, head, body, send_body=method != "HEAD" and response.status != 304)
     elif method == "HEAD" or response.status == 304:
         sock.sendall(head)
+    elif connection.tls:
+        _send_encrypted(sock, head, body)
     elif isinstance(body, FileBody):
         sock.sendall(head)
         _send_file(sock, body)
@@ -307,6 +331,23 @@ def _send_stream(sock: socket.socket, head: bytes, body: StreamBody, send_body: 
         body.close()
 
 
+def _send_encrypted(sock: socket.socket, head: bytes, body: bytes | FileBody) -> None:
+    """Over TLS neither sendfile nor sendmsg applies: the bytes pass through OpenSSL."""
+    if not isinstance(body, FileBody):
+        sock.sendall(head + body)
+        return
+    sock.sendall(head)
+    with open(body.path, "rb") as file:
+        file.seek(body.offset)
+        remaining = body.length
+        while remaining:
+            chunk = file.read(min(TLS_FILE_CHUNK_BYTES, remaining))
+            if not chunk:  # the file shrank under us: the client sees a short body
+                raise _Closed
+            sock.sendall(chunk)
+            remaining -= len(chunk)
+
+
 def _send_together(sock: socket.socket, head: bytes, body: bytes) -> None:
     """Head and body in one gathered write: no Nagle/delayed-ACK stall between two sends,
     and no copy of a large page into a new `head + body`."""
@@ -328,7 +369,12 @@ class Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        connection = Connection(self.request)
+        if self.server.tls is not None:
+            self._handle_tls(self.server.tls)
+            return
+        self._serve(Connection(self.request))
+
+    def _serve(self, connection: Connection) -> None:
         client = self.client_address[0]
         try:
             while self._one(connection, client):
@@ -338,6 +384,31 @@ class Handler(socketserver.BaseRequestHandler):
         except (_Closed, OSError):
             pass
 
+    def _handle_tls(self, tls: TLSContext) -> None:
+        """Handshake on this thread (a slow client never holds up accepting), then serve."""
+        sock = self.request
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(HEAD_TIMEOUT_SECONDS))
+        try:
+            first = sock.recv(1, socket.MSG_PEEK)
+            if first and first[0] != TLS_HANDSHAKE_BYTE:
+                # Plain HTTP on the TLS port: say so in plain HTTP and close (nginx answers
+                # the same way); the server itself is untouched.
+                _refuse_plain(sock)
+                return
+            if not first:
+                return
+            secured = tls.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except OSError:
+            return
+        try:
+            secured.settimeout(HEAD_TIMEOUT_SECONDS)
+            secured.do_handshake()
+            self._serve(Connection(secured, tls=True))
+        except OSError:
+            pass  # a failed handshake (ssl.SSLError is an OSError) closes the connection
+        finally:
+            secured.close()  # wrap_socket took the descriptor: the original is detached
+
     def _one(self, connection: Connection, client: str) -> bool:
         started = time.monotonic()
         try:
@@ -346,6 +417,7 @@ class Handler(socketserver.BaseRequestHandler):
             self._answer(connection, error_response(error), "-", "-", False, client, started)
             return False
         request.client = client
+        request.secure = connection.tls
         response = self.server.app.handle(request)
         body = request.body
         leftover = (
@@ -362,7 +434,7 @@ class Handler(socketserver.BaseRequestHandler):
         keep_alive: bool, client: str, started: float,
     ) -> None:  # fmt: skip
         try:
-            _send(connection.sock, response, method, keep_alive)
+            _send(connection, response, method, keep_alive)
         finally:
             self.server.log_access(client, response, method, path, started)
 
@@ -384,8 +456,12 @@ class Server(ThreadingHTTPServer):
         app: App,
         access_log: TextIO | None,
         max_connections: int = 1000,
+        tls: TLSContext | None = None,
+        log_format: str = "text",
     ) -> None:
         self.app = app
+        self.tls = tls
+        self.log_json = log_format == "json"
         # Set before binding: a failed bind calls server_close(), which closes them.
         self.access_log = AccessLog(access_log) if access_log is not None else None
         self.max_connections = _within_fd_limit(max_connections)
@@ -393,6 +469,7 @@ class Server(ThreadingHTTPServer):
         self._count_lock = threading.Lock()
         self._spare_fd = _open_spare()
         self.idle = IdleConnections(self)
+        app.open_connections = lambda: self.connections
         super().__init__(address, Handler)
 
     def idle_timeout(self) -> float:
@@ -472,6 +549,12 @@ class Server(ThreadingHTTPServer):
         if self.access_log is None:
             return
         milliseconds = (time.monotonic() - started) * 1000
+        if self.log_json:  # json.dumps escapes every control character: one line each
+            fields = {"time": _http_now(), "client": client, "user": response.user,
+                      "method": method, "path": path, "status": response.status,
+                      "bytes": response.length, "ms": round(milliseconds, 1)}  # fmt: skip
+            self.access_log.add(json.dumps(fields) + "\n")
+            return
         self.access_log.add(
             f"{client} {_log_field(response.user)} [{_http_now()}] "
             f'"{_log_field(method)} {_log_field(path)}" '
@@ -541,6 +624,46 @@ def _refuse(sock: socket.socket, reason: str) -> None:
         sock.recv(RECV_BYTES)
     except OSError:
         pass
+
+
+def _refuse_plain(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(_PLAIN_HTTP_ON_TLS)
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(RECV_BYTES)  # read what the client sent, so closing sends FIN, not RST
+
+
+class TLSContext:
+    """The server's TLS settings; `reload` swaps in a rotated certificate for new connections.
+
+    `ssl` is imported only here: a plain-HTTP server never pays its memory.
+    """
+
+    def __init__(self, certfile: str, keyfile: str) -> None:
+        self.certfile, self.keyfile = certfile, keyfile
+        self.context = self._load()
+
+    def _load(self) -> ssl.SSLContext:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(TLS12_CIPHERS)
+        context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+        try:
+            context.load_cert_chain(self.certfile, self.keyfile or None)
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(f"--certfile/--keyfile: cannot load them: {error}") from None
+        return context
+
+    def reload(self) -> None:
+        """Re-read the files; a broken pair is logged and the current one stays."""
+        try:
+            self.context = self._load()  # one assignment: a handshake sees old or new
+        except ConfigError as error:
+            log.error("TLS certificate not reloaded: %s", error)
+            return
+        log.info("TLS certificate reloaded from %s", self.certfile)
 
 
 class _Parked:
@@ -744,6 +867,9 @@ def serve(server: Server, on_stop: Callable[[], None]) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    if server.tls is not None:
+        tls = server.tls
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda signum, frame: tls.reload())
     try:
         server.serve_forever(poll_interval=0.5)
     finally:

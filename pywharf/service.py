@@ -114,7 +114,11 @@ class Service:
         self._sessions = SessionKeys.load(self.root, options.auth_read_expires)
         self.configs, repositories = self._build(text, source, admin_text, admin_source)
         self.app = App(
-            repositories, options.extra_index_url, initializer=self, sessions=self._sessions
+            repositories,
+            options.extra_index_url,
+            initializer=self,
+            sessions=self._sessions,
+            metrics_secret=options.metrics_secret,
         )
         self._syncer = Syncer(repositories.values())
 
@@ -153,7 +157,8 @@ class Service:
         config = self.configs[0]
         host = self.options.host
         shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-        base = f"http://{shown}:{port}"
+        scheme = "https" if self.options.certfile else "http"
+        base = f"{scheme}://{shown}:{port}"
         kept = self.root / EMBEDDED_SECRETS
         if not self._new_secrets:  # a secret printed on every start ends up in every log
             print(
@@ -162,7 +167,7 @@ class Service:
                 flush=True,
             )
             return
-        index = f"http://{config.name}:{config['read_secret']}@{shown}:{port}/simple/"
+        index = f"{scheme}://{config.name}:{config['read_secret']}@{shown}:{port}/simple/"
         print(
             f"pywharf: serving the embedded repository {config.name!r} at {base}/simple/\n"
             f"  pip install --index-url {index} PROJECT\n"

@@ -173,19 +173,24 @@ class SessionKeys:
         mac = hmac.new(self._key, b"configuration:" + text.encode(), hashlib.sha256)
         return mac.hexdigest()[:16]
 
-    def csrf_token(self, now: float | None = None) -> str:
-        """A fresh token, signed and dated: only this server's recent tokens are accepted."""
+    def csrf_token(self, now: float | None = None, session: str = "") -> str:
+        """A fresh token, signed and dated: only this server's recent tokens are accepted.
+
+        With `session` (a session id) it is bound to that session: the web pages' change forms
+        carry one, so a token read from one session never acts for another.
+        """
         expires = int((time.time() if now is None else now) + CSRF_TOKEN_SECONDS)
         payload = f"csrf.{secrets.token_urlsafe(18)}.{expires}"  # urlsafe base64 has no "."
-        return f"{payload}.{self._sign(payload)}"
+        return f"{payload}.{self._sign(f'{payload}|{session}')}"
 
-    def csrf_valid(self, token: str, now: float | None = None) -> bool:
-        """Made by `csrf_token` under our key, and not expired: a value an attacker planted in
-        the form and the cookie alike (a "login CSRF" pair) is neither."""
+    def csrf_valid(self, token: str, now: float | None = None, session: str = "") -> bool:
+        """Made by `csrf_token` under our key (for this session), and not expired: a value an
+        attacker planted in the form and the cookie alike (a "login CSRF" pair) is neither."""
         parts = token.split(".")
         if not token.isascii() or len(parts) != 4 or parts[0] != "csrf":
             return False
         payload, signature, expires = ".".join(parts[:3]), parts[3], parts[2]
-        if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
+        expected = self._sign(f"{payload}|{session}")
+        if not hmac.compare_digest(signature.encode(), expected.encode()):
             return False
-        return int(expires) >= (time.time() if now is None else now)
+        return expires.isdigit() and int(expires) >= (time.time() if now is None else now)

@@ -59,6 +59,10 @@ class ServerOptions:
     host: str
     port: int
     max_connections: int
+    metrics_secret: str
+    certfile: str
+    keyfile: str
+    log_format: str
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,13 @@ SERVER = Command(
         Setting("port", int, 8888, "Port to listen on.", bounds=(0, 65535)),
         Setting("max_connections", int, 1000, "Open connections at most (idle keep-alive ones "
                 "included); one more is answered 503 with Retry-After.", bounds=(1, 10**6)),
+        Setting("metrics_secret", str, "",
+                "Secret /metrics asks for (Basic password or Bearer token); '': no auth."),
+        Setting("certfile", str, "", "PEM certificate chain: serve HTTPS (TLS 1.2+) instead of "
+                "HTTP. Reloaded with the key on SIGHUP."),
+        Setting("keyfile", str, "", "PEM private key of --certfile ('': in the certfile)."),
+        Setting("log_format", str, "text", "Access log: 'text' (a line like nginx's) or 'json' "
+                "(one object per line)."),
     ),
     ServerOptions,
 )  # fmt: skip

@@ -267,6 +267,7 @@ def _stage(form: _Form, spool: Path) -> StagedUpload:
         upload_time=time.time(),
         requires_python=requires_python if requires_python not in ("", "UNKNOWN") else None,
         metadata_sha256=hashlib.sha256(metadata).hexdigest() if metadata is not None else None,
+        summary=form.first("summary") or None,
     )
     kept = {k: v[0] for k, v in form.fields.items() if k not in _NOT_KEPT and v[0] != "UNKNOWN"}
     return StagedUpload(spool, record, metadata, kept)

@@ -35,12 +35,13 @@ def metadata_text(
     requires_python: str | None = None,
     summary: str = "A test package",
     requires_dist: tuple[str, ...] = (),
+    description: str = "Long description.",
 ) -> str:
     lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", f"Summary: {summary}"]
     if requires_python:
         lines.append(f"Requires-Python: {requires_python}")
     lines += [f"Requires-Dist: {requirement}" for requirement in requires_dist]
-    return "\n".join(lines) + "\n\nLong description.\n"
+    return "\n".join(lines) + f"\n\n{description}\n"
 
 
 def _record_line(path: str, data: bytes) -> str:
@@ -56,6 +57,8 @@ def make_wheel(
     payload_bytes: int = 0,
     tag: str = "py3-none-any",
     requires_dist: tuple[str, ...] = (),
+    summary: str = "A test package",
+    description: str = "Long description.",
 ) -> Path:
     """Write an installable wheel; `payload_bytes` pads it with an incompressible data file."""
     module = _escaped(name)
@@ -63,7 +66,7 @@ def make_wheel(
     files: dict[str, bytes] = {
         f"{module}/__init__.py": f"__version__ = {version!r}\n".encode(),
         f"{dist_info}/METADATA": metadata_text(
-            name, version, requires_python, requires_dist=requires_dist
+            name, version, requires_python, summary, requires_dist, description
         ).encode(),
         f"{dist_info}/WHEEL": (
             f"Wheel-Version: 1.0\nGenerator: pywharf-tests\nRoot-Is-Purelib: true\nTag: {tag}\n"

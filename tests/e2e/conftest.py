@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import browser  # noqa: F401 (a fixture for the browser tests)
+from browser import chromium  # noqa: F401 (a fixture for the browser tests)
 from pythons import MINORS
 from pythons import interpreters
 

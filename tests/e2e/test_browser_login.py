@@ -1,259 +1,15 @@
-"""Browser login in real headless Chromium against the built pyz.
-
-Chromium and ChromeDriver come from Debian (`chromium`, `chromium-driver`); a session fixture
-installs them with apt when they are missing. The browser is driven over the W3C WebDriver
-protocol with urllib: a dozen JSON calls, so the tests need no Selenium.
-"""
+"""Browser login in real headless Chromium against the built pyz (helpers: tests/browser.py)."""
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import re
-import shutil
-import signal
-import subprocess
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
+from browser import Browser
+from browser import log_in
 from factory import make_wheel
 from support import READ
 from support import ServerProcess
 from support_upload import upload
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-APT_TIMEOUT_SECONDS = 900
-DRIVER_START_SECONDS = 20
-CALL_SECONDS = 60  # one WebDriver call, page loads included
-WAIT_SECONDS = 15  # polling for a URL or a text to appear
-ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C key of an element reference
-# With --port=0, ChromeDriver prints the port it bound (checked with ChromeDriver 156).
-DRIVER_PORT = re.compile(r"started successfully on port (\d+)")
-
-# Root needs --no-sandbox; the rest keep Chromium off this machine's closed network.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--no-proxy-server",
-    "--password-store=basic",
-    "--window-size=1000,800",
-]
-
-
-def _apt(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    command = ["apt-get", "-o", "DPkg::Lock::Timeout=300", *args]
-    return subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_SECONDS
-    )
-
-
-def _install_chromium() -> str | None:
-    """Install the Debian packages if missing; a reason to skip if apt cannot provide them."""
-    if CHROMIUM.exists() and CHROMEDRIVER.exists():
-        return None
-    if shutil.which("apt-get") is None:
-        return "chromium and chromium-driver are missing and there is no apt-get to install them"
-    if os.geteuid() != 0:
-        return "chromium and chromium-driver are missing and apt-get needs root to install them"
-    update = _apt("update")
-    if update.returncode != 0:
-        return f"apt-get update failed: {update.stderr.strip()[-500:]}"
-    install = _apt("install", "-y", "--no-install-recommends", "chromium", "chromium-driver")
-    if install.returncode != 0:
-        return f"apt cannot install chromium, chromium-driver: {install.stderr.strip()[-500:]}"
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        return f"apt installed the packages but {CHROMIUM} or {CHROMEDRIVER} is missing"
-    return None
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Path:
-    """Debian's Chromium and ChromeDriver, installed once per test session."""
-    reason = _install_chromium()
-    if reason is not None:
-        pytest.skip(reason)
-    return CHROMEDRIVER
-
-
-class WebDriverError(AssertionError):
-    """A WebDriver call answered with an error."""
-
-
-class Browser:
-    """One ChromeDriver session over the W3C WebDriver protocol."""
-
-    # ChromeDriver on loopback: never through a proxy from the environment.
-    _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def __init__(self, driver_url: str) -> None:
-        self.driver_url = driver_url
-        self.session_id: str | None = None
-
-    def call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(payload).encode() if payload is not None else None
-        if data is None and method == "POST":
-            data = b"{}"
-        request = urllib.request.Request(
-            self.driver_url + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json; charset=utf-8"},
-        )
-        try:
-            with self._opener.open(request, timeout=CALL_SECONDS) as response:
-                answer = json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            with error:
-                detail = error.read().decode("utf-8", "replace")
-            raise WebDriverError(f"{method} {path}: {error.code} {detail[:800]}") from None
-        return answer["value"]
-
-    def _session(self, path: str) -> str:
-        assert self.session_id is not None
-        return f"/session/{self.session_id}{path}"
-
-    def start(self, user_data_dir: Path) -> None:
-        options = {
-            "binary": str(CHROMIUM),
-            "args": [*CHROMIUM_ARGS, f"--user-data-dir={user_data_dir}"],
-        }
-        capabilities = {"browserName": "chrome", "goog:chromeOptions": options,
-                        "pageLoadStrategy": "normal"}  # fmt: skip
-        value = self.call("POST", "/session", {"capabilities": {"alwaysMatch": capabilities}})
-        self.session_id = value["sessionId"]
-        timeouts = {"pageLoad": CALL_SECONDS * 1000 // 2, "script": 10_000, "implicit": 0}
-        self.call("POST", self._session("/timeouts"), timeouts)
-
-    def quit(self) -> None:
-        if self.session_id is not None:
-            try:
-                self.call("DELETE", self._session(""))
-            finally:
-                self.session_id = None
-
-    def go(self, url: str) -> None:
-        self.call("POST", self._session("/url"), {"url": url})
-
-    @property
-    def url(self) -> str:
-        value: str = self.call("GET", self._session("/url"))
-        return value
-
-    @property
-    def source(self) -> str:
-        value: str = self.call("GET", self._session("/source"))
-        return value
-
-    def find(self, css: str) -> str:
-        found = self.call(
-            "POST", self._session("/element"), {"using": "css selector", "value": css}
-        )
-        element: str = found[ELEMENT]
-        return element
-
-    def type(self, css: str, text: str) -> None:
-        element = self.find(css)
-        self.call("POST", self._session(f"/element/{element}/clear"))
-        self.call("POST", self._session(f"/element/{element}/value"), {"text": text})
-
-    def click(self, css: str) -> None:
-        self.call("POST", self._session(f"/element/{self.find(css)}/click"))
-
-    def script(self, source: str) -> Any:
-        return self.call("POST", self._session("/execute/sync"), {"script": source, "args": []})
-
-    def cookies(self) -> list[dict[str, Any]]:
-        value: list[dict[str, Any]] = self.call("GET", self._session("/cookie"))
-        return value
-
-    def screenshot(self, path: Path) -> None:
-        path.write_bytes(base64.b64decode(self.call("GET", self._session("/screenshot"))))
-
-    def wait(self, what: str, condition: Callable[[], bool]) -> None:
-        """Poll a condition, bounded by WAIT_SECONDS."""
-        deadline = time.monotonic() + WAIT_SECONDS
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; at {self.url}")
-            time.sleep(0.1)
-
-
-def _start_driver(driver: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [str(driver), "--port=0", f"--log-path={log.with_suffix('.verbose.log')}"],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: Chromium is ended with it
-        )
-    url = ""
-    deadline = time.monotonic() + DRIVER_START_SECONDS
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"chromedriver exited {process.returncode}: {log.read_text()}")
-        if not url and (match := DRIVER_PORT.search(log.read_text(errors="replace"))):
-            url = f"http://127.0.0.1:{match[1]}"
-        try:
-            if url and Browser(url).call("GET", "/status").get("ready"):
-                return process, url
-        except (OSError, WebDriverError):
-            pass
-        if time.monotonic() > deadline:
-            _end_group(process)
-            raise AssertionError(f"chromedriver not ready in {DRIVER_START_SECONDS}s")
-        time.sleep(0.1)
-
-
-def _end_group(process: subprocess.Popen[bytes]) -> None:
-    """End the driver's own process group, the browser included: SIGTERM, then SIGKILL."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            continue
-    process.wait(5)
-
-
-@pytest.fixture
-def browser(chromium: Path, tmp_path: Path) -> Iterator[Browser]:
-    process, url = _start_driver(chromium, tmp_path / "chromedriver.log")
-    driver = Browser(url)
-    try:
-        driver.start(tmp_path / "chromium-profile")
-        yield driver
-    finally:
-        try:
-            driver.quit()
-        except (OSError, WebDriverError):
-            pass  # the process group is ended below either way
-        finally:
-            _end_group(process)
-
-
-def _log_in(browser: Browser, name: str, secret: str) -> None:
-    browser.type('input[name="pkg_repo_name"]', name)
-    browser.type('input[name="pkg_repo_secret_raw"]', secret)
-    browser.click('button[type="submit"]')
 
 
 def test_login_flow_in_chromium(
@@ -276,14 +32,14 @@ def test_login_flow_in_chromium(
     print(f"screenshot of the login page: {shot}")
 
     # A wrong secret: the form again, with an error, and no session.
-    _log_in(browser, "local", "not-the-secret")
+    log_in(browser, "local", "not-the-secret")
     browser.wait("the error", lambda: "wrong secret" in browser.source)
     assert browser.url == login_url
     assert not [c for c in browser.cookies() if c["name"] == "pywharf_session"]
     browser.screenshot(tmp_path / "login-error.png")
 
     # The right secret: back where the browser wanted to go, with the project listed.
-    _log_in(browser, "local", READ)
+    log_in(browser, "local", READ)
     browser.wait("the index", lambda: browser.url == f"{base}/simple/")
     assert "demo-pkg" in browser.source
     session = [c for c in browser.cookies() if c["name"] == "pywharf_session"]

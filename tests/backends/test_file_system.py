@@ -315,13 +315,37 @@ def test_a_restart_reads_the_same_index(
     assert again.events == first.events
 
 
-def test_spool_files_of_dead_processes_are_removed_at_start(root: Path) -> None:
-    backend = new_backend(root)
-    spool = Path(backend.spool_dir)
-    dead = spool / "upload-999999999-abc"
-    alive = spool / f"upload-{os.getpid()}-def"
-    dead.write_bytes(b"cut off by a crash")
-    alive.write_bytes(b"still being received")
+# --- crashes: leases, orphans, torn journals ------------------------------------------------------
+
+# A process that leases a spool file, says where, and holds it until its stdin closes.
+HOLDER = """
+import sys
+from pathlib import Path
+from pywharf.backends.atomic import leased_file
+with leased_file(Path(sys.argv[1]), "upload") as (path, file):
+    print(path, flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_sweep_removes_only_spool_files_no_live_process_holds(root: Path) -> None:
+    """The owner is a lease, not a PID: a server that is PID 1 in a container has the same PID
+    after a restart, and one in another PID namespace sees other PIDs (issue 9)."""
+    spool = Path(new_backend(root).spool_dir)
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(spool)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    ) as holder:  # fmt: skip
+        assert holder.stdout is not None
+        live = Path(holder.stdout.readline().decode().strip())
+        same_pid = spool / f"upload-{os.getpid()}-abc"  # the old naming, of a restarted PID 1
+        dead = spool / "upload-0123456789abcdef-feed"
+        stale_temporary = spool / "tmp-0123456789abcdef-beef"
+        for path in (same_pid, dead, stale_temporary):
+            path.write_bytes(b"cut off by a crash")
+        new_backend(root)
+        assert live.exists()
+        assert not same_pid.exists() and not dead.exists() and not stale_temporary.exists()
+        holder.kill()  # kill -9: the lease dies with the process
     new_backend(root)
-    assert not dead.exists()
-    assert alive.exists()
+    assert list(spool.iterdir()) == []

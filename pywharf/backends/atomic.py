@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,11 +27,6 @@ __all__ = [
     "write_all",
     "write_atomically",
 ]
-
-# A file being created and locked carries this suffix until it is renamed into its lease:
-# a sweep leaves it alone for this long, so it never takes a file between `open` and `flock`.
-_NEW = ".new"
-_NEW_GRACE_SECONDS = 60.0
 
 
 class _Instance:
@@ -55,19 +49,26 @@ def instance_id() -> str:
 @contextmanager
 def leased_file(directory: Path, kind: str) -> Iterator[tuple[Path, BinaryIO]]:
     """A new, empty file in `directory`, leased to this process until the block ends."""
-    path = directory / f"{kind}-{instance_id()}-{uuid.uuid4().hex}"
-    staging = path.with_name(path.name + _NEW)
-    file = staging.open("xb", buffering=0)
-    try:
+    while True:
+        path = directory / f"{kind}-{instance_id()}-{uuid.uuid4().hex}"
+        file = path.open("xb", buffering=0)
         fcntl.flock(file, fcntl.LOCK_EX)
-        os.rename(staging, path)  # the lock follows the inode: the file is never unleased
-        try:
-            yield path, file
-        finally:
-            path.unlink(missing_ok=True)
+        if _still_named(path, file):
+            break
+        file.close()  # a sweep took it between `open` and `flock`: it holds the lock to unlink
+    try:
+        yield path, file
     finally:
-        staging.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         file.close()  # releases the lease, after the unlink: nobody sweeps a file in use
+
+
+def _still_named(path: Path, file: BinaryIO) -> bool:
+    try:
+        named, held = path.stat(), os.fstat(file.fileno())
+    except FileNotFoundError:
+        return False
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def is_leased(path: Path, wait: bool = False) -> bool:
@@ -82,20 +83,21 @@ def is_leased(path: Path, wait: bool = False) -> bool:
         return False
 
 
-def sweep(directory: Path, kind: str) -> list[Path]:
-    """The `kind` files in `directory` whose owner is gone: nobody will use them again."""
-    abandoned = []
+def sweep(directory: Path, kind: str) -> Iterator[Path]:
+    """Each `kind` file in `directory` whose owner is gone, leased to the caller while it is
+    handled (removed, usually): a file just created is locked before it counts as leased."""
     for path in sorted(directory.glob(f"{kind}-*")):
-        if path.name.endswith(_NEW):
+        try:
+            file = path.open("rb")
+        except FileNotFoundError:
+            continue
+        with file:
             try:
-                young = time.time() - path.stat().st_mtime < _NEW_GRACE_SECONDS
-            except FileNotFoundError:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
                 continue
-            if young:
-                continue
-        if not is_leased(path):
-            abandoned.append(path)
-    return abandoned
+            if _still_named(path, file):
+                yield path
 
 
 def write_atomically(path: Path, data: bytes, temporary_dir: Path) -> None:

@@ -134,8 +134,9 @@ class FileSystemBackend:
                 self.journal.heal()
             for intent in sweep(self.spool_dir, "intent"):
                 self._finish_abandoned(intent)
-            for leftover in sweep(self.spool_dir, "upload") + sweep(self.spool_dir, "tmp"):
-                leftover.unlink(missing_ok=True)
+            for kind in ("upload", "tmp"):
+                for leftover in sweep(self.spool_dir, kind):
+                    leftover.unlink()
         except OSError as error:
             log.warning("repository %r: %s", self.name, storage_error("start-up repair", error))
 
@@ -152,13 +153,15 @@ class FileSystemBackend:
                 )
         intent.unlink(missing_ok=True)
 
-    def _abandoned_intents(self, filename: str) -> list[Path]:
-        """The intents of dead uploads of `filename` (few: one per upload a crash cut off)."""
-        found = []
+    def _take_abandoned_intents(self, filename: str) -> bool:
+        """Remove the intents of dead uploads of `filename`: whether there were any (few: one
+        per upload a crash cut off). Its caller journals the file in their stead."""
+        found = False
         for intent in sweep(self.spool_dir, "intent"):
             intended = self._intended(intent)
             if intended is not None and intended[0].filename == filename:
-                found.append(intent)
+                intent.unlink()
+                found = True
         return found
 
     def _intended(self, intent: Path) -> tuple[FileRecord, dict[str, str]] | None:
@@ -217,12 +220,10 @@ class FileSystemBackend:
             # The spool file linked there is leased by its upload until it has answered.
             is_leased(destination, wait=True)
             with self.journal.locked():
-                orphaned = self._abandoned_intents(record.filename)
+                orphaned = self._take_abandoned_intents(record.filename)
                 stored = self._journal_existing(
-                    destination, record, upload.form, upload.metadata, bool(orphaned)
+                    destination, record, upload.form, upload.metadata, orphaned
                 )
-                for path in orphaned:
-                    path.unlink(missing_ok=True)
             if stored is not None and stored.sha256 != record.sha256:
                 raise DistributionExists(record.filename) from None
             return stored

@@ -26,8 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from pywharf.auth import Permission
 from pywharf.auth import secret_matches
 from pywharf.backends import BackendType
@@ -45,12 +43,10 @@ from pywharf.backends.events import rescanned_events
 from pywharf.backends.hashing import sha256_of_file
 from pywharf.backends.journal import Journal
 from pywharf.backends.journal import JournalCorrupt
+from pywharf.backends.sidecars import Sidecars
 from pywharf.config import RepositoryConfig
 from pywharf.config import Setting
-from pywharf.config import load_toml
 from pywharf.dists import SDIST_SUFFIXES
-from pywharf.dists import Distribution
-from pywharf.dists import parse_filename
 from pywharf.errors import DistributionExists
 from pywharf.errors import PywharfError
 from pywharf.errors import StorageError
@@ -61,7 +57,6 @@ from pywharf.index import Delete
 from pywharf.index import Event
 from pywharf.index import FileRecord
 from pywharf.index import Yank
-from pywharf.metadata import read_wheel_metadata
 from pywharf.remote_index import dump_index
 
 __all__ = ["FileSystemBackend"]
@@ -109,6 +104,7 @@ class FileSystemBackend:
         try:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
             self.journal = Journal(private / "journal.jsonl", private / "lock", self.spool_dir)
+            self.sidecars = Sidecars(self.spool_dir)
         except OSError as error:
             where = f"repository {self.name!r}: cannot create {self.storage}"
             raise storage_error(where, error) from None
@@ -142,7 +138,7 @@ class FileSystemBackend:
 
     def _finish_abandoned(self, intent: Path) -> None:
         """Journal the file a dead upload linked into place, if it got that far."""
-        intended = self._intended(intent)
+        intended = _read_intent(intent)
         if intended is not None:
             record, form = intended
             with self.journal.locked():
@@ -158,20 +154,11 @@ class FileSystemBackend:
         per upload a crash cut off). Its caller journals the file in their stead."""
         found = False
         for intent in sweep(self.spool_dir, "intent"):
-            intended = self._intended(intent)
+            intended = _read_intent(intent)
             if intended is not None and intended[0].filename == filename:
                 intent.unlink()
                 found = True
         return found
-
-    def _intended(self, intent: Path) -> tuple[FileRecord, dict[str, str]] | None:
-        """What an intent file says its upload was storing (None: it was cut off while written,
-        which is before the link: nothing was stored)."""
-        try:
-            data = json.loads(intent.read_bytes())
-            return FileRecord.from_json(data["record"]), data["form"]
-        except (OSError, ValueError, TypeError, KeyError, PywharfError):
-            return None
 
     # --- the journal -------------------------------------------------------------------------
 
@@ -228,7 +215,7 @@ class FileSystemBackend:
                 raise DistributionExists(record.filename) from None
             return stored
         try:
-            self._write_sidecars(destination, record, upload.form, upload.metadata)
+            self.sidecars.write(destination, record, upload.form, upload.metadata)
             fsync_directory(destination.parent)
             with self.journal.locked():
                 self.journal.append(Add(record))
@@ -248,38 +235,20 @@ class FileSystemBackend:
         """The record of the file at `destination`, journaled if its upload did not get to it
         (`orphaned`: a crash), so whatever a put answers about is listed. Identical bytes with
         no sidecar get `record`, never a poorer one rebuilt from the bytes (issue 9)."""
-        stored = self._sidecar_record(destination, self._read_meta(destination))
+        stored = self.sidecars.record(destination, self.sidecars.read_meta(destination))
         if stored is not None and not orphaned:
             return stored  # its upload wrote the sidecar, then the event
         if stored is None:
             if not destination.exists():
                 return None
             if sha256_of_file(destination) == record.sha256:
-                self._write_sidecars(destination, record, form, metadata)
+                self.sidecars.write(destination, record, form, metadata)
                 stored = record
             else:
-                stored = self._record_from_disk(destination)
+                stored = self.sidecars.record_from_disk(destination)
         if stored is not None:
             self.journal.append(Add(stored))  # a repeated Add, if it got there, changes nothing
         return stored
-
-    def _write_sidecars(
-        self, destination: Path, record: FileRecord, form: dict[str, str], metadata: bytes | None
-    ) -> None:
-        target = destination.with_name(destination.name + ".metadata")
-        if metadata is not None:
-            write_atomically(target, metadata, self.spool_dir)
-        elif record.metadata_sha256 is not None and not target.exists():
-            self._extract_metadata(destination, parse_filename(record.filename), target)
-        self._write_meta(destination, record, form)
-
-    def _write_meta(self, destination: Path, record: FileRecord, form: dict[str, str]) -> None:
-        # The original's sidecar: the form fields plus `distrib` and `sha256`; ours adds the
-        # record's own fields so a rescan rebuilds exactly what the journal said.
-        meta: dict[str, Any] = {**form, "distrib": record.project, "sha256": record.sha256}
-        meta["pywharf"] = record.to_json()
-        path = destination.with_name(destination.name + ".meta")
-        write_atomically(path, tomli_w.dumps(meta).encode(), self.spool_dir)
 
     def apply_change(self, event: Event, credential: str) -> None:
         if isinstance(event, Add):
@@ -297,12 +266,12 @@ class FileSystemBackend:
             raise storage_error(f"cannot change {event.filename!r}", error) from None
 
     def _update_yank(self, path: Path, event: Yank) -> None:
-        stored = self._record_from_disk(path)
+        stored = self.sidecars.record_from_disk(path)
         if stored is None:
             raise StorageNotFound(f"{event.filename!r} is not stored")
-        meta = self._read_meta(path) or {}
+        meta = self.sidecars.read_meta(path) or {}
         form = {k: v for k, v in meta.items() if isinstance(v, str)}
-        self._write_meta(path, stored._replace(yanked=event.reason), form)
+        self.sidecars.write_meta(path, stored._replace(yanked=event.reason), form)
 
     def open(self, record: FileRecord) -> LocalFile:
         return self._local(self._path(record))
@@ -316,75 +285,6 @@ class FileSystemBackend:
             return LocalFile(str(path), path.stat().st_size)
         except OSError:
             raise StorageNotFound(f"{path.name!r} is missing from the storage") from None
-
-    # --- rescans -----------------------------------------------------------------------------
-
-    def _read_meta(self, path: Path) -> dict[str, Any] | None:
-        meta_path = path.with_name(path.name + ".meta")
-        try:
-            return load_toml(meta_path.read_text(encoding="utf-8"), str(meta_path))
-        except (OSError, UnicodeDecodeError, PywharfError):
-            return None
-
-    def _sidecar_record(self, path: Path, meta: dict[str, Any] | None) -> FileRecord | None:
-        """The record our sidecar `meta` holds, if it still describes the file's bytes."""
-        ours = (meta or {}).get("pywharf")
-        try:
-            record = FileRecord.from_json(ours) if isinstance(ours, dict) else None
-            return record if record and record.size == path.stat().st_size else None
-        except (OSError, PywharfError):
-            return None
-
-    def _record_from_disk(self, path: Path) -> FileRecord | None:
-        """The record a stored file's sidecars describe; rebuilt from the bytes if they lie."""
-        meta = self._read_meta(path)
-        record = self._sidecar_record(path, meta)
-        if record is not None:
-            return record
-        try:
-            status = path.stat()
-        except OSError:
-            return None
-        return self._record_from_bytes(path, meta or {}, status.st_mtime, status.st_size)
-
-    def _record_from_bytes(
-        self, path: Path, meta: dict[str, Any], mtime: float, size: int
-    ) -> FileRecord | None:
-        try:
-            distribution = parse_filename(path.name, meta.get("name") or path.parent.name)
-        except PywharfError:
-            return None
-        sha256 = meta.get("sha256") if meta.get("pywharf") else None  # the original's was trusted
-        requires_python = meta.get("requires_python")
-        metadata = path.with_name(path.name + ".metadata")
-        if distribution.kind == "wheel" and not metadata.exists():
-            self._extract_metadata(path, distribution, metadata)
-        return FileRecord(
-            filename=path.name,
-            project=distribution.project,
-            version=distribution.version,
-            sha256=sha256 if isinstance(sha256, str) else sha256_of_file(path),
-            size=size,
-            upload_time=mtime,
-            requires_python=requires_python if isinstance(requires_python, str) else None,
-            metadata_sha256=sha256_of_file(metadata) if metadata.exists() else None,
-        )
-
-    def _extract_metadata(self, path: Path, distribution: Distribution, target: Path) -> None:
-        """PEP 658 for a wheel stored without it (hand-copied, or by the original pywharf)."""
-        try:
-            core = read_wheel_metadata(path, distribution)
-        except PywharfError:
-            return  # a malformed wheel is still listed, without metadata
-        write_atomically(target, core.raw, self.spool_dir)
-
-    def _stored_files(self) -> Iterator[Path]:
-        for project in sorted(self.storage.iterdir()):
-            if project.name.startswith(".") or not project.is_dir():
-                continue
-            for path in sorted(project.iterdir()):
-                if path.name.endswith(_SUFFIXES) and not path.name.startswith("."):
-                    yield path
 
     def rebuild_index(self) -> RepairReport:
         """Rescan the storage, rewrite the journal from it, and say what changed."""
@@ -403,9 +303,9 @@ class FileSystemBackend:
     def _scan(self) -> tuple[list[FileRecord], list[str]]:
         """The files the storage holds, each moved into its project's folder if need be."""
         found, moved = [], []
-        for path in self._stored_files():
-            record = self._record_from_disk(path)
-            target = self._in_project_folder(path, record) if record else None
+        for path in _stored_files(self.storage):
+            record = self.sidecars.record_from_disk(path)
+            target = _into_folder(path, self._path(record)) if record else None
             if record is None or target is None:
                 continue
             if target != path:
@@ -420,26 +320,45 @@ class FileSystemBackend:
         remote = dump_index(found, int(time.time()), "file_system", locations)
         write_atomically(self.storage / "index.toml", remote, self.spool_dir)  # the original's
 
-    def _in_project_folder(self, path: Path, record: FileRecord) -> Path | None:
-        """A file copied into another folder moves to its project's, where it is served;
-        if that place is taken, it stays where it is, unlisted."""
-        target = self._path(record)
-        if path == target:
-            return path
-        target.parent.mkdir(exist_ok=True)
-        try:
-            os.link(path, target)  # never replaces a stored file
-        except OSError:
-            return None
-        for suffix in (".meta", ".metadata"):
-            sidecar = path.with_name(path.name + suffix)
-            if sidecar.exists():
-                os.replace(sidecar, target.with_name(target.name + suffix))
-        path.unlink()
-        return target
-
     def close(self) -> None:
         pass
+
+
+def _read_intent(intent: Path) -> tuple[FileRecord, dict[str, str]] | None:
+    """What an intent file says its upload was storing (None: it was cut off while written,
+    which is before the link: nothing was stored)."""
+    try:
+        data = json.loads(intent.read_bytes())
+        return FileRecord.from_json(data["record"]), data["form"]
+    except (OSError, ValueError, TypeError, KeyError, PywharfError):
+        return None
+
+
+def _stored_files(storage: Path) -> Iterator[Path]:
+    for project in sorted(storage.iterdir()):
+        if project.name.startswith(".") or not project.is_dir():
+            continue
+        for path in sorted(project.iterdir()):
+            if path.name.endswith(_SUFFIXES) and not path.name.startswith("."):
+                yield path
+
+
+def _into_folder(path: Path, target: Path) -> Path | None:
+    """A file copied into another folder moves to its project's (`target`), where it is
+    served; if that place is taken, it stays where it is, unlisted."""
+    if path == target:
+        return path
+    target.parent.mkdir(exist_ok=True)
+    try:
+        os.link(path, target)  # never replaces a stored file
+    except OSError:
+        return None
+    for suffix in (".meta", ".metadata"):
+        sidecar = path.with_name(path.name + suffix)
+        if sidecar.exists():
+            os.replace(sidecar, target.with_name(target.name + suffix))
+    path.unlink()
+    return target
 
 
 _: BackendType = FileSystemBackend  # mypy --strict checks the class against the contract

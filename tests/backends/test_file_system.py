@@ -362,11 +362,11 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[4])
 from contract import stage
 from test_file_system import new_backend
-from pywharf.backends import file_system, journal
+from pywharf.backends import file_system, journal, sidecars
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
-target = {"link": (file_system.os, "link"), "sidecars": (file_system.FileSystemBackend,
-          "_write_sidecars"), "event": (journal.Journal, "append")}[sys.argv[3]]
+target = {"link": (file_system.os, "link"), "sidecars": (sidecars.Sidecars, "write"),
+          "event": (journal.Journal, "append")}[sys.argv[3]]
 backend = new_backend(Path(sys.argv[1]))
 upload = stage(backend, Path(sys.argv[2]))
 setattr(*target, die)

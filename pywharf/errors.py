@@ -6,6 +6,8 @@ is the only place that turns an exception into a response.
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "AuthenticationRequired",
     "AuthorizationBusy",
@@ -18,6 +20,7 @@ __all__ = [
     "Forbidden",
     "Gone",
     "HeadersTooLarge",
+    "InsufficientStorage",
     "InvalidFilename",
     "LengthRequired",
     "MalformedRequest",
@@ -36,6 +39,7 @@ __all__ = [
     "TooManyFailures",
     "UnsupportedMediaType",
     "UpstreamError",
+    "storage_error",
 ]
 
 
@@ -96,6 +100,23 @@ class DistributionExists(StorageError):
     def __init__(self, filename: str) -> None:
         super().__init__(f"File already exists: {filename!r} is stored with other content")
         self.filename = filename
+
+
+class InsufficientStorage(StorageError):
+    """The storage is full or over its quota (507, RFC 4918 11.5); reads still work."""
+
+    status = 507
+
+
+# No space left on the device, or over the user's quota: both heal when space is freed.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_error(what: str, error: OSError) -> StorageError:
+    """The storage error an `OSError` is, with a one-line message that says `what` failed."""
+    if error.errno in _FULL:
+        return InsufficientStorage(f"{what}: the storage is full; try again once space is freed")
+    return StorageError(f"{what}: {error.strerror or error}")
 
 
 class RequestError(PywharfError):

@@ -12,18 +12,21 @@ import os
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from collections.abc import Iterator
+from contextlib import ExitStack
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from typing import BinaryIO
 
 from pywharf import multipart
 from pywharf.backends import StagedUpload
+from pywharf.backends.atomic import leased_file
+from pywharf.backends.atomic import write_all
 from pywharf.dists import Distribution
 from pywharf.dists import check_storable_filename
 from pywharf.dists import normalize_project_name
@@ -34,6 +37,7 @@ from pywharf.errors import Gone
 from pywharf.errors import LengthRequired
 from pywharf.errors import MalformedRequest
 from pywharf.errors import PayloadTooLarge
+from pywharf.errors import storage_error
 from pywharf.http import Request
 from pywharf.index import FileRecord
 from pywharf.metadata import read_wheel_metadata
@@ -58,23 +62,30 @@ _NOT_KEPT = {"content", "description", ":action", "protocol_version"}
 
 
 class Spools:
-    """The spool files of uploads in progress, so a shutdown can discard them."""
+    """The spool files of uploads in progress, so a shutdown can discard them.
+
+    Each is `upload-<instance>-<uuid>`, leased (`atomic.leased_file`) for as long as its upload
+    runs: the backend's start-up sweep removes only spool files whose process is gone.
+    """
 
     def __init__(self) -> None:
         self._active: set[Path] = set()
         self._lock = threading.Lock()
 
     @contextmanager
-    def new(self, directory: Path) -> Iterator[Path]:
-        path = directory / f"upload-{os.getpid()}-{uuid.uuid4().hex}"
-        with self._lock:
-            self._active.add(path)
-        try:
-            yield path
-        finally:
-            path.unlink(missing_ok=True)
+    def new(self, directory: Path) -> Iterator[tuple[Path, BinaryIO]]:
+        with ExitStack() as stack:
+            try:
+                path, file = stack.enter_context(leased_file(directory, "upload"))
+            except OSError as error:  # only here: an OSError of the block is the socket's
+                raise storage_error("cannot spool the upload", error) from None
             with self._lock:
-                self._active.discard(path)
+                self._active.add(path)
+            try:
+                yield path, file
+            finally:
+                with self._lock:
+                    self._active.discard(path)
 
     def discard_all(self) -> None:
         with self._lock:
@@ -160,7 +171,7 @@ def _start_file(form: _Form, event: multipart.File) -> None:
     form.hashes = _Digests(names, form.threaded_hashing)
 
 
-def _receive(request: Request, spool: Path, max_file_bytes: int) -> _Form:
+def _receive(request: Request, sink: BinaryIO, max_file_bytes: int) -> _Form:
     length = _check_length(request, max_file_bytes)
     boundary = multipart.parse_boundary(request.header("content-type"))
     limits = replace(multipart.UPLOAD_LIMITS, max_file_bytes=max_file_bytes)
@@ -168,19 +179,20 @@ def _receive(request: Request, spool: Path, max_file_bytes: int) -> _Form:
     form = _Form(threaded_hashing=length >= THREADED_HASHING_BYTES)
     in_content = False
     try:
-        with spool.open("xb", buffering=0) as sink:
-            for chunk in _body_chunks(request, length):
-                decoder.feed(chunk)
-                in_content = _drain(decoder, form, sink, in_content)
-            decoder.end()
-            _drain(decoder, form, sink, in_content)
-            os.fsync(sink.fileno())  # the file is durable before anything points at it
+        for chunk in _body_chunks(request, length):
+            decoder.feed(chunk)
+            in_content = _drain(decoder, form, sink, in_content)
+        decoder.end()
+        _drain(decoder, form, sink, in_content)
+        _spool(os.fsync, sink.fileno())  # the file is durable before anything points at it
     finally:
         form.hashes.finish()
     return form
 
 
-def _drain(decoder: multipart.MultipartDecoder, form: _Form, sink: Any, in_content: bool) -> bool:
+def _drain(
+    decoder: multipart.MultipartDecoder, form: _Form, sink: BinaryIO, in_content: bool
+) -> bool:
     while True:
         event = decoder.next_event()
         if event is multipart.NEED_DATA or isinstance(event, multipart.End):
@@ -192,9 +204,18 @@ def _drain(decoder: multipart.MultipartDecoder, form: _Form, sink: Any, in_conte
             if in_content:
                 _start_file(form, event)
         elif in_content and isinstance(event, multipart.Data):
-            sink.write(event.data)
+            _spool(write_all, sink, event.data)
             form.size += len(event.data)
             form.hashes.update(event.data)
+
+
+def _spool(write: Callable[..., None], *args: Any) -> None:
+    """A write to the spool file: its `OSError` (a full disk: 507) is the storage's, while one
+    from the socket is the client's going away."""
+    try:
+        write(*args)
+    except OSError as error:
+        raise storage_error("cannot spool the upload", error) from None
 
 
 def _check_action(form: _Form) -> None:
@@ -278,6 +299,6 @@ def receive_upload(
     request: Request, spool_dir: Path, max_file_bytes: int, spools: Spools
 ) -> Iterator[StagedUpload]:
     """Receive and verify an upload; the spool file lives until the `with` block ends."""
-    with spools.new(spool_dir) as spool:
-        form = _receive(request, spool, max_file_bytes)
+    with spools.new(spool_dir) as (spool, sink):
+        form = _receive(request, sink, max_file_bytes)
         yield _stage(form, spool)

@@ -32,6 +32,7 @@ from packaging.utils import NormalizedName
 
 from pywharf.backends import Backend
 from pywharf.backends import StagedUpload
+from pywharf.backends.atomic import sweep
 from pywharf.backends.atomic import write_atomically
 from pywharf.backends.download_cache import DownloadCache
 from pywharf.backends.hashing import CHUNK_BYTES
@@ -151,6 +152,9 @@ class UpstreamCache:
     ) -> None:
         self.settings = settings
         self._folder = folder
+        if folder is not None:  # what a killed server was writing: leased, so only the dead's
+            for stale in sweep(folder / "tmp", "tmp"):
+                stale.unlink()
         self._backend = backend
         self._index = index
         self._renderer = renderer
@@ -281,9 +285,12 @@ class UpstreamCache:
             return
         files = [{**f.record.to_json(), "url": f.url} for f in page.files]
         document = {"etag": page.etag, "fetched_at": page.fetched_at, "files": files}
+        assert self._folder is not None  # a page path implies the folder
+        temporary = self._folder / "tmp"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, json.dumps(document).encode())
+            temporary.mkdir(exist_ok=True)
+            write_atomically(path, json.dumps(document).encode(), temporary)
         except OSError as error:
             log.warning("cannot keep the upstream page of %s: %s", name, error)
 

@@ -3,27 +3,28 @@
     ROOT/cache/<repo>/storage/<project>/<filename>           the file
     ROOT/cache/<repo>/storage/<project>/<filename>.meta      TOML sidecar (the original's format)
     ROOT/cache/<repo>/storage/<project>/<filename>.metadata  PEP 658 METADATA of a wheel
-    ROOT/cache/<repo>/storage/.pywharf/journal.jsonl         index events, one JSON per line
-    ROOT/cache/<repo>/storage/.pywharf/tmp/                  uploads being received
+    ROOT/cache/<repo>/storage/.pywharf/journal.jsonl         index events (`journal.py`)
+    ROOT/cache/<repo>/storage/.pywharf/tmp/                  leased spool, temp and intent files
 
-The journal is append-only, so an upload costs the same at 100,000 files as at 10, and servers
-sharing a ROOT follow each other by reading what was appended since their cursor. Each event is
-one `write` on an O_APPEND descriptor under a shared `flock`; `rebuild_index` rewrites the
-journal under the exclusive lock, and the new inode tells readers to reload it whole.
+Storing a file: write an intent (the record), link the spool file to the final name (atomic,
+never replaces), write the sidecars, append the event (fsynced), and only then answer 200. A
+crash after the link leaves a file at its final name that the journal does not list. It was not
+acknowledged, but it is complete and verified (digests checked, fsynced), so it is listed rather
+than removed: the client's retry then answers 200 for exactly those bytes, and a retry with other
+bytes answers a 409 for a file the index shows. Two paths complete it: the next start-up reads
+the abandoned intent (its lease died with its process), and a `put` that finds a file at the
+name journals what it found.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import tomli_w
 
 from pywharf.auth import Permission
 from pywharf.auth import secret_matches
@@ -33,30 +34,34 @@ from pywharf.backends import LocalFile
 from pywharf.backends import RepairReport
 from pywharf.backends import StagedUpload
 from pywharf.backends.atomic import fsync_directory
+from pywharf.backends.atomic import is_leased
+from pywharf.backends.atomic import leased_file
+from pywharf.backends.atomic import sweep
+from pywharf.backends.atomic import write_all
 from pywharf.backends.atomic import write_atomically
 from pywharf.backends.events import rescanned_events
 from pywharf.backends.hashing import sha256_of_file
+from pywharf.backends.journal import Journal
+from pywharf.backends.journal import JournalCorrupt
+from pywharf.backends.sidecars import Sidecars
 from pywharf.config import RepositoryConfig
 from pywharf.config import Setting
-from pywharf.config import load_toml
 from pywharf.dists import SDIST_SUFFIXES
-from pywharf.dists import Distribution
-from pywharf.dists import parse_filename
 from pywharf.errors import DistributionExists
 from pywharf.errors import PywharfError
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
+from pywharf.errors import storage_error
 from pywharf.index import Add
 from pywharf.index import Delete
 from pywharf.index import Event
 from pywharf.index import FileRecord
 from pywharf.index import Yank
-from pywharf.index import event_from_json
-from pywharf.index import event_to_json
-from pywharf.metadata import read_wheel_metadata
 from pywharf.remote_index import dump_index
 
 __all__ = ["FileSystemBackend"]
+
+log = logging.getLogger("pywharf")
 
 SETTINGS = (
     Setting("read_secret", str, "", "Secret that allows downloads (the write secret does too)."),
@@ -77,8 +82,8 @@ SETTINGS = (
     ),
 )
 _PRIVATE = ".pywharf"
-_PARSE_BATCH_LINES = 64  # measured: fastest, and the least memory left fragmented
 _SUFFIXES = (".whl", *SDIST_SUFFIXES)
+_LINK_ATTEMPTS = 3  # a file found at the name can vanish (its upload failed): link again
 
 
 class FileSystemBackend:
@@ -94,18 +99,16 @@ class FileSystemBackend:
         self._read_secret: str = config["read_secret"]
         self._write_secret: str = config["write_secret"]
         self.storage = root / "cache" / config.name / "storage"
-        self._private = self.storage / _PRIVATE
-        self.spool_dir = self._private / "tmp"
-        self._journal = self._private / "journal.jsonl"
-        self._lock_path = self._private / "lock"
+        private = self.storage / _PRIVATE
+        self.spool_dir = private / "tmp"
         try:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
-            self._lock_path.touch(exist_ok=True)
+            self.journal = Journal(private / "journal.jsonl", private / "lock", self.spool_dir)
+            self.sidecars = Sidecars(self.spool_dir)
         except OSError as error:
-            raise StorageError(
-                f"repository {self.name!r}: cannot create {self.storage}: {error}"
-            ) from None
-        self._remove_stale_spool_files()
+            where = f"repository {self.name!r}: cannot create {self.storage}"
+            raise storage_error(where, error) from None
+        self._repair()
 
     # --- auth --------------------------------------------------------------------------------
 
@@ -116,61 +119,62 @@ class FileSystemBackend:
             return Permission.READ
         return Permission.NONE
 
+    # --- start-up repair ---------------------------------------------------------------------
+
+    def _repair(self) -> None:
+        """Undo what a crash left: a torn journal tail, uploads cut off after their link, and
+        the temporary files of processes that are gone. Idempotent; on a full disk it does
+        what it can and leaves the rest for the next start (reads need none of it)."""
+        try:
+            with self.journal.locked():
+                self.journal.heal()
+            for intent in sweep(self.spool_dir, "intent"):
+                self._finish_abandoned(intent)
+            for kind in ("upload", "tmp"):
+                for leftover in sweep(self.spool_dir, kind):
+                    leftover.unlink()
+        except OSError as error:
+            log.warning("repository %r: %s", self.name, storage_error("start-up repair", error))
+
+    def _finish_abandoned(self, intent: Path) -> None:
+        """Journal the file a dead upload linked into place, if it got that far."""
+        intended = _read_intent(intent)
+        if intended is not None:
+            record, form = intended
+            with self.journal.locked():
+                stored = self._journal_existing(self._path(record), record, form, None, True)
+            if stored is not None and stored.sha256 == record.sha256:
+                log.warning(
+                    "repository %r: listed %s, cut off by a crash", self.name, record.filename
+                )
+        intent.unlink(missing_ok=True)
+
+    def _take_abandoned_intents(self, filename: str) -> bool:
+        """Remove the intents of dead uploads of `filename`: whether there were any (few: one
+        per upload a crash cut off). Its caller journals the file in their stead."""
+        found = False
+        for intent in sweep(self.spool_dir, "intent"):
+            intended = _read_intent(intent)
+            if intended is not None and intended[0].filename == filename:
+                intent.unlink()
+                found = True
+        return found
+
     # --- the journal -------------------------------------------------------------------------
 
-    @contextmanager
-    def _locked(self, exclusive: bool) -> Iterator[None]:
-        with self._lock_path.open("rb") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield  # closing the file releases the lock
-
     def read_index(self, cursor: Any) -> IndexUpdate | None:
-        if not self._journal.exists():
+        if not self.journal.exists():
             self.rebuild_index()  # a root from the original pywharf, or a new one
         try:
-            with self._journal.open("rb") as journal:
-                status = os.fstat(journal.fileno())
-                inode, offset = cursor if cursor is not None else (None, 0)
-                if inode != status.st_ino:
-                    offset = 0
-                elif offset == status.st_size:
-                    return None
-                journal.seek(offset)
-                data = journal.read(status.st_size - offset)
+            try:
+                return self.journal.read(cursor)
+            except JournalCorrupt as error:
+                log.warning("repository %r: %s; rebuilding it", self.name, error)
+                self.rebuild_index()
+                return self.journal.read(None)
         except OSError as error:
-            raise StorageError(
-                f"repository {self.name!r}: cannot read its journal: {error}"
-            ) from None
-        complete = data[: data.rfind(b"\n") + 1]  # a line being appended is read next time
-        events = self._parse_events(complete)
-        new_cursor = (status.st_ino, offset + len(complete))
-        return IndexUpdate(events, offset == 0, new_cursor, int(status.st_mtime))
-
-    def _parse_events(self, data: bytes) -> tuple[Event, ...]:
-        events: list[Event] = []
-        lines = data.splitlines()
-        for start in range(0, len(lines), _PARSE_BATCH_LINES):
-            # One json.loads per batch: five times faster than one per line, and the parsed
-            # dicts of one batch are freed before the next, so their memory is reused.
-            batch = b"[" + b",".join(lines[start : start + _PARSE_BATCH_LINES]) + b"]"
-            try:
-                items = json.loads(batch)
-            except ValueError as error:
-                raise StorageError(
-                    f"repository {self.name!r}: its journal is corrupt: {error}"
-                ) from None
-            events.extend(event_from_json(item) for item in items)
-        return tuple(events)
-
-    def _append(self, event: Event) -> None:
-        line = json.dumps(event_to_json(event), separators=(",", ":")).encode() + b"\n"
-        with self._locked(exclusive=False):
-            descriptor = os.open(self._journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(descriptor, line)  # one write on O_APPEND: never interleaved
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+            where = f"repository {self.name!r}: cannot read its journal"
+            raise storage_error(where, error) from None
 
     # --- files -------------------------------------------------------------------------------
 
@@ -179,66 +183,95 @@ class FileSystemBackend:
 
     def put(self, upload: StagedUpload, credential: str) -> FileRecord:
         record = upload.record
-        destination = self._path(record)
         try:
-            destination.parent.mkdir(exist_ok=True)
+            with leased_file(self.spool_dir, "intent") as (_, intent):
+                write_all(
+                    intent, json.dumps({"record": record.to_json(), "form": upload.form}).encode()
+                )
+                for _attempt in range(_LINK_ATTEMPTS):
+                    stored = self._link_or_find(upload)
+                    if stored is not None:
+                        return stored
+        except OSError as error:
+            raise storage_error(f"cannot store {record.filename!r}", error) from None
+        raise StorageError(f"cannot store {record.filename!r}: the name is taken and released")
+
+    def _link_or_find(self, upload: StagedUpload) -> FileRecord | None:
+        """Store the upload under its name, or journal what is there (None: it vanished)."""
+        record = upload.record
+        destination = self._path(record)
+        destination.parent.mkdir(exist_ok=True)
+        try:
             os.link(upload.path, destination)  # atomic, and never replaces: a race has one winner
         except FileExistsError:
-            return self._existing(destination, record)
-        except OSError as error:
-            raise StorageError(f"cannot store {record.filename!r}: {error}") from None
+            # The spool file linked there is leased by its upload until it has answered.
+            is_leased(destination, wait=True)
+            with self.journal.locked():
+                orphaned = self._take_abandoned_intents(record.filename)
+                stored = self._journal_existing(
+                    destination, record, upload.form, upload.metadata, orphaned
+                )
+            if stored is not None and stored.sha256 != record.sha256:
+                raise DistributionExists(record.filename) from None
+            return stored
         try:
-            self._write_sidecars(destination, upload)
+            self.sidecars.write(destination, record, upload.form, upload.metadata)
             fsync_directory(destination.parent)
-            self._append(Add(record))
-        except OSError as error:
-            destination.unlink(missing_ok=True)
-            raise StorageError(f"cannot store {record.filename!r}: {error}") from None
+            with self.journal.locked():
+                self.journal.append(Add(record))
+        except OSError:
+            destination.unlink(missing_ok=True)  # nobody else touches it while it is leased
+            raise
         return record
 
-    def _existing(self, destination: Path, record: FileRecord) -> FileRecord:
-        """An identical re-upload (same sha256) is a success; other bytes are a conflict."""
-        stored = self._record_from_disk(destination)
-        if stored is None or stored.sha256 != record.sha256:
-            raise DistributionExists(record.filename)
+    def _journal_existing(
+        self,
+        destination: Path,
+        record: FileRecord,
+        form: dict[str, str],
+        metadata: bytes | None,
+        orphaned: bool,
+    ) -> FileRecord | None:
+        """The record of the file at `destination`, journaled if its upload did not get to it
+        (`orphaned`: a crash), so whatever a put answers about is listed. Identical bytes with
+        no sidecar get `record`, never a poorer one rebuilt from the bytes (issue 9)."""
+        stored = self.sidecars.record(destination, self.sidecars.read_meta(destination))
+        if stored is not None and not orphaned:
+            return stored  # its upload wrote the sidecar, then the event
+        if stored is None:
+            if not destination.exists():
+                return None
+            if sha256_of_file(destination) == record.sha256:
+                self.sidecars.write(destination, record, form, metadata)
+                stored = record
+            else:
+                stored = self.sidecars.record_from_disk(destination)
+        if stored is not None:
+            self.journal.append(Add(stored))  # a repeated Add, if it got there, changes nothing
         return stored
-
-    def _write_sidecars(self, destination: Path, upload: StagedUpload) -> None:
-        if upload.metadata is not None:
-            write_atomically(destination.with_name(destination.name + ".metadata"), upload.metadata)
-        self._write_meta(destination, upload.record, upload.form)
-
-    def _write_meta(self, destination: Path, record: FileRecord, form: dict[str, str]) -> None:
-        # The original's sidecar: the form fields plus `distrib` and `sha256`; ours adds the
-        # record's own fields so a rescan rebuilds exactly what the journal said.
-        meta: dict[str, Any] = {**form, "distrib": record.project, "sha256": record.sha256}
-        meta["pywharf"] = record.to_json()
-        write_atomically(
-            destination.with_name(destination.name + ".meta"), tomli_w.dumps(meta).encode()
-        )
 
     def apply_change(self, event: Event, credential: str) -> None:
         if isinstance(event, Add):
             raise StorageError("an Add is stored by put()")
         path = self.storage / event.project / event.filename
         try:
-            if isinstance(event, Delete):
-                for suffix in (".metadata", ".meta", ""):
-                    path.with_name(path.name + suffix).unlink(missing_ok=True)
-            else:
-                self._update_yank(path, event)
-            self._append(event)
+            with self.journal.locked():  # a put journaling this file sees it before or after
+                if isinstance(event, Delete):
+                    for suffix in (".metadata", ".meta", ""):
+                        path.with_name(path.name + suffix).unlink(missing_ok=True)
+                else:
+                    self._update_yank(path, event)
+                self.journal.append(event)
         except OSError as error:
-            raise StorageError(f"cannot change {event.filename!r}: {error}") from None
+            raise storage_error(f"cannot change {event.filename!r}", error) from None
 
     def _update_yank(self, path: Path, event: Yank) -> None:
-        stored = self._record_from_disk(path)
+        stored = self.sidecars.record_from_disk(path)
         if stored is None:
             raise StorageNotFound(f"{event.filename!r} is not stored")
-        meta = self._read_meta(path) or {}
+        meta = self.sidecars.read_meta(path) or {}
         form = {k: v for k, v in meta.items() if isinstance(v, str)}
-        yanked = stored._replace(yanked=event.reason)
-        self._write_meta(path, yanked, form)
+        self.sidecars.write_meta(path, stored._replace(yanked=event.reason), form)
 
     def open(self, record: FileRecord) -> LocalFile:
         return self._local(self._path(record))
@@ -253,77 +286,16 @@ class FileSystemBackend:
         except OSError:
             raise StorageNotFound(f"{path.name!r} is missing from the storage") from None
 
-    # --- rescans -----------------------------------------------------------------------------
-
-    def _read_meta(self, path: Path) -> dict[str, Any] | None:
-        meta_path = path.with_name(path.name + ".meta")
-        try:
-            return load_toml(meta_path.read_text(encoding="utf-8"), str(meta_path))
-        except (OSError, UnicodeDecodeError, PywharfError):
-            return None
-
-    def _record_from_disk(self, path: Path) -> FileRecord | None:
-        """The record a stored file's sidecars describe; rebuilt from the bytes if they lie."""
-        try:
-            status = path.stat()
-        except OSError:
-            return None
-        meta = self._read_meta(path)
-        ours = meta.get("pywharf") if meta else None
-        if isinstance(ours, dict):
-            try:
-                record = FileRecord.from_json(ours)
-                if record.size == status.st_size:
-                    return record
-            except PywharfError:
-                pass
-        return self._record_from_bytes(path, meta or {}, status.st_mtime, status.st_size)
-
-    def _record_from_bytes(
-        self, path: Path, meta: dict[str, Any], mtime: float, size: int
-    ) -> FileRecord | None:
-        try:
-            distribution = parse_filename(path.name, meta.get("name") or path.parent.name)
-        except PywharfError:
-            return None
-        sha256 = meta.get("sha256") if meta.get("pywharf") else None  # the original's was trusted
-        requires_python = meta.get("requires_python")
-        metadata = path.with_name(path.name + ".metadata")
-        if distribution.kind == "wheel" and not metadata.exists():
-            self._extract_metadata(path, distribution, metadata)
-        return FileRecord(
-            filename=path.name,
-            project=distribution.project,
-            version=distribution.version,
-            sha256=sha256 if isinstance(sha256, str) else sha256_of_file(path),
-            size=size,
-            upload_time=mtime,
-            requires_python=requires_python if isinstance(requires_python, str) else None,
-            metadata_sha256=sha256_of_file(metadata) if metadata.exists() else None,
-        )
-
-    def _extract_metadata(self, path: Path, distribution: Distribution, target: Path) -> None:
-        """PEP 658 for a wheel stored without it (hand-copied, or by the original pywharf)."""
-        try:
-            core = read_wheel_metadata(path, distribution)
-        except PywharfError:
-            return  # a malformed wheel is still listed, without metadata
-        write_atomically(target, core.raw)
-
-    def _stored_files(self) -> Iterator[Path]:
-        for project in sorted(self.storage.iterdir()):
-            if project.name.startswith(".") or not project.is_dir():
-                continue
-            for path in sorted(project.iterdir()):
-                if path.name.endswith(_SUFFIXES) and not path.name.startswith("."):
-                    yield path
-
     def rebuild_index(self) -> RepairReport:
         """Rescan the storage, rewrite the journal from it, and say what changed."""
-        with self._locked(exclusive=True):
+        with self.journal.locked():
             found, moved = self._scan()
-            update = self.read_index(None) if self._journal.exists() else None
-            events, report = rescanned_events(found, update.events if update else ())
+            history, bad = self.journal.salvage()
+            if bad:  # kept, since only its unreadable lines are lost: tombstones live in it
+                backup = self.journal.back_up(self.journal.path.read_bytes(), "corrupt")
+                log.warning("repository %r: %d journal lines unreadable; kept in %s, "
+                            "rebuilt from the storage", self.name, bad, backup)  # fmt: skip
+            events, report = rescanned_events(found, history)
             report.repaired += moved
             self._write_journal(events, found)
             return report
@@ -331,9 +303,9 @@ class FileSystemBackend:
     def _scan(self) -> tuple[list[FileRecord], list[str]]:
         """The files the storage holds, each moved into its project's folder if need be."""
         found, moved = [], []
-        for path in self._stored_files():
-            record = self._record_from_disk(path)
-            target = self._in_project_folder(path, record) if record else None
+        for path in _stored_files(self.storage):
+            record = self.sidecars.record_from_disk(path)
+            target = _into_folder(path, self._path(record)) if record else None
             if record is None or target is None:
                 continue
             if target != path:
@@ -343,39 +315,50 @@ class FileSystemBackend:
 
     def _write_journal(self, events: list[Event], found: list[FileRecord]) -> None:
         """The journal (a new inode: readers reload it whole) and the original's index.toml."""
-        lines = (json.dumps(event_to_json(e), separators=(",", ":")) + "\n" for e in events)
-        write_atomically(self._journal, "".join(lines).encode())
+        self.journal.rewrite(events)
         locations = {r.filename: {"package_path": str(self._path(r))} for r in found}
         remote = dump_index(found, int(time.time()), "file_system", locations)
-        write_atomically(self.storage / "index.toml", remote)  # the original's index file
-
-    def _in_project_folder(self, path: Path, record: FileRecord) -> Path | None:
-        """A file copied into another folder moves to its project's, where it is served;
-        if that place is taken, it stays where it is, unlisted."""
-        target = self._path(record)
-        if path == target:
-            return path
-        target.parent.mkdir(exist_ok=True)
-        try:
-            os.link(path, target)  # never replaces a stored file
-        except OSError:
-            return None
-        for suffix in (".meta", ".metadata"):
-            sidecar = path.with_name(path.name + suffix)
-            if sidecar.exists():
-                os.replace(sidecar, target.with_name(target.name + suffix))
-        path.unlink()
-        return target
-
-    def _remove_stale_spool_files(self) -> None:
-        """Uploads cut off by a crash: spool files of processes that no longer run."""
-        for path in self.spool_dir.glob("upload-*"):
-            pid = path.name.split("-")[1]
-            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                path.unlink(missing_ok=True)
+        write_atomically(self.storage / "index.toml", remote, self.spool_dir)  # the original's
 
     def close(self) -> None:
         pass
+
+
+def _read_intent(intent: Path) -> tuple[FileRecord, dict[str, str]] | None:
+    """What an intent file says its upload was storing (None: it was cut off while written,
+    which is before the link: nothing was stored)."""
+    try:
+        data = json.loads(intent.read_bytes())
+        return FileRecord.from_json(data["record"]), data["form"]
+    except (OSError, ValueError, TypeError, KeyError, PywharfError):
+        return None
+
+
+def _stored_files(storage: Path) -> Iterator[Path]:
+    for project in sorted(storage.iterdir()):
+        if project.name.startswith(".") or not project.is_dir():
+            continue
+        for path in sorted(project.iterdir()):
+            if path.name.endswith(_SUFFIXES) and not path.name.startswith("."):
+                yield path
+
+
+def _into_folder(path: Path, target: Path) -> Path | None:
+    """A file copied into another folder moves to its project's (`target`), where it is
+    served; if that place is taken, it stays where it is, unlisted."""
+    if path == target:
+        return path
+    target.parent.mkdir(exist_ok=True)
+    try:
+        os.link(path, target)  # never replaces a stored file
+    except OSError:
+        return None
+    for suffix in (".meta", ".metadata"):
+        sidecar = path.with_name(path.name + suffix)
+        if sidecar.exists():
+            os.replace(sidecar, target.with_name(target.name + suffix))
+    path.unlink()
+    return target
 
 
 _: BackendType = FileSystemBackend  # mypy --strict checks the class against the contract

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,11 @@ from pywharf.backends import create_backend
 from pywharf.backends.file_system import FileSystemBackend
 from pywharf.config import load_toml
 from pywharf.config import parse_repositories
+from pywharf.errors import DistributionExists
 from pywharf.index import Add
+from pywharf.index import Delete
 from pywharf.index import FileRecord
+from pywharf.index import Index
 
 
 def new_backend(root: Path, config: str = CONFIG) -> FileSystemBackend:
@@ -315,13 +319,177 @@ def test_a_restart_reads_the_same_index(
     assert again.events == first.events
 
 
-def test_spool_files_of_dead_processes_are_removed_at_start(root: Path) -> None:
-    backend = new_backend(root)
-    spool = Path(backend.spool_dir)
-    dead = spool / "upload-999999999-abc"
-    alive = spool / f"upload-{os.getpid()}-def"
-    dead.write_bytes(b"cut off by a crash")
-    alive.write_bytes(b"still being received")
+# --- crashes: leases, orphans, torn journals ------------------------------------------------------
+
+# A process that leases a spool file, says where, and holds it until its stdin closes.
+HOLDER = """
+import sys
+from pathlib import Path
+from pywharf.backends.atomic import leased_file
+with leased_file(Path(sys.argv[1]), "upload") as (path, file):
+    print(path, flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_sweep_removes_only_spool_files_no_live_process_holds(root: Path) -> None:
+    """The owner is a lease, not a PID: a server that is PID 1 in a container has the same PID
+    after a restart, and one in another PID namespace sees other PIDs (issue 9)."""
+    spool = Path(new_backend(root).spool_dir)
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(spool)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    ) as holder:  # fmt: skip
+        assert holder.stdout is not None
+        live = Path(holder.stdout.readline().decode().strip())
+        same_pid = spool / f"upload-{os.getpid()}-abc"  # the old naming, of a restarted PID 1
+        dead = spool / "upload-0123456789abcdef-feed"
+        stale_temporary = spool / "tmp-0123456789abcdef-beef"
+        for path in (same_pid, dead, stale_temporary):
+            path.write_bytes(b"cut off by a crash")
+        new_backend(root)
+        assert live.exists()
+        assert not same_pid.exists() and not dead.exists() and not stale_temporary.exists()
+        holder.kill()  # kill -9: the lease dies with the process
     new_backend(root)
-    assert not dead.exists()
-    assert alive.exists()
+    assert list(spool.iterdir()) == []
+
+
+# Stage and put one wheel in a process killed (SIGKILL) at `point` of the put.
+KILLED_PUT = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[4])
+from contract import stage
+from test_file_system import new_backend
+from pywharf.backends import file_system, journal, sidecars
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+target = {"link": (file_system.os, "link"), "sidecars": (sidecars.Sidecars, "write"),
+          "event": (journal.Journal, "append")}[sys.argv[3]]
+backend = new_backend(Path(sys.argv[1]))
+upload = stage(backend, Path(sys.argv[2]))
+setattr(*target, die)
+backend.put(upload, "write-secret")
+"""
+
+
+def killed_put(root: Path, wheel: Path, point: str) -> None:
+    here = Path(__file__).resolve().parent
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_PUT, str(root), str(wheel), point, str(here)],
+        env={**os.environ, "PYTHONPATH": f"{REPO}:{here.parent}"}, capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == -9, result.stderr.decode()
+
+
+def listed(backend: FileSystemBackend) -> dict[str, FileRecord]:
+    update = backend.read_index(None)
+    assert update is not None
+    index = Index()
+    index.apply(update.events)
+    return {record.filename: record for record in index.records()}
+
+
+def leftovers(root: Path) -> list[str]:
+    """Temporary files anywhere under the storage: spools, intents, temps, old `.tmp` names."""
+    storage = storage_of(root)
+    return [str(p.relative_to(storage)) for p in storage.rglob("*")
+            if p.parent.name == "tmp" or p.name.endswith(".tmp")]  # fmt: skip
+
+
+@pytest.mark.parametrize("point", ["link", "sidecars", "event"])
+def test_a_put_killed_at_any_point_is_repaired_at_the_next_start(
+    root: Path, tmp_path: Path, point: str
+) -> None:
+    """Killed before its link, nothing is stored; after it, the file is complete and verified,
+    so the next start lists it with its full record (see file_system's docstring)."""
+    new_backend(root)
+    wheel = make_wheel(tmp_path, "demo-pkg", "1.0", requires_python=">=3.8")
+    killed_put(root, wheel, point)
+    assert leftovers(root) != []  # the dead upload's spool and intent
+    backend = new_backend(root)
+    files = listed(backend)
+    assert leftovers(root) == []
+    if point == "link":
+        assert files == {}
+        return
+    assert files[wheel.name].requires_python == ">=3.8"
+    assert files[wheel.name].sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
+    assert fetch(backend.open(files[wheel.name])) == wheel.read_bytes()
+    size = journal_path(root).stat().st_size
+    new_backend(root)  # idempotent: a second start changes nothing
+    assert journal_path(root).stat().st_size == size
+
+
+def test_a_retry_to_a_live_server_journals_the_file_a_crash_left_unlisted(
+    root: Path, tmp_path: Path
+) -> None:
+    """A second server on the root, not restarted: the retry answers 200 and lists the file;
+    other bytes under the name answer a 409 for a file the index shows, never an invisible one."""
+    live = new_backend(root)
+    assert listed(live) == {}  # the journal exists: no rescan finds the orphan
+    wheel = make_wheel(tmp_path, "demo-pkg", "1.0", requires_python=">=3.8")
+    sdist = make_sdist(tmp_path, "demo-pkg", "1.0")
+    killed_put(root, wheel, "event")
+    assert listed(live) == {}
+    assert live.put(stage(live, wheel), WRITE).requires_python == ">=3.8"
+    assert listed(live)[wheel.name].requires_python == ">=3.8"
+    killed_put(root, sdist, "event")
+    assert sdist.name not in listed(live)
+    rebuilt = tmp_path / "rebuilt"
+    rebuilt.mkdir()
+    (rebuilt / sdist.name).write_bytes(sdist.read_bytes() + b"\0")
+    with pytest.raises(DistributionExists):
+        live.put(stage(live, rebuilt / sdist.name), WRITE)
+    assert listed(live)[sdist.name].sha256 == hashlib.sha256(sdist.read_bytes()).hexdigest()
+
+
+def test_a_torn_journal_tail_is_backed_up_and_cut_at_start(
+    backend: FileSystemBackend, root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    kept = backend.put(stage(backend, make_wheel(tmp_path, "demo-pkg", "1.0")), WRITE)
+    with journal_path(root).open("ab") as journal:
+        journal.write(b'{"op":"add","filename":"half')  # a writer killed mid-record
+    restarted = new_backend(root)
+    assert journal_path(root).read_bytes().endswith(b"\n")
+    (backup,) = journal_path(root).parent.glob("journal.jsonl.torn-*")
+    assert backup.read_bytes() == b'{"op":"add","filename":"half'
+    assert "torn" in caplog.text
+    added = restarted.put(stage(restarted, make_sdist(tmp_path, "demo-pkg", "1.0")), WRITE)
+    assert set(listed(new_backend(root))) == {kept.filename, added.filename}
+
+
+def test_a_journal_corrupted_by_an_older_version_is_rebuilt_not_refused(
+    backend: FileSystemBackend, root: Path, tmp_path: Path
+) -> None:
+    """The old append ignored short writes: a partial record, then the next one on its line.
+    The server refused to start, and so did `update_index` (issue 9)."""
+    first = backend.put(stage(backend, make_wheel(tmp_path, "demo-pkg", "1.0")), WRITE)
+    backend.apply_change(Delete(first.project, first.filename, first.sha256), WRITE)
+    second = backend.put(stage(backend, make_wheel(tmp_path, "demo-pkg", "2.0")), WRITE)
+    *before, last = journal_path(root).read_bytes().splitlines(keepends=True)
+    journal_path(root).write_bytes(b"".join(before) + b'{"op":"add","filen' + last)
+    restarted = new_backend(root)
+    assert set(listed(restarted)) == {second.filename}
+    assert restarted.read_index(None) is not None
+    index = Index()
+    index.apply(restarted.read_index(None).events)  # type: ignore[union-attr]
+    assert index.deleted_sha256(first.filename) == first.sha256  # the tombstone survived
+    assert list(journal_path(root).parent.glob("journal.jsonl.corrupt-*"))
+
+
+@pytest.mark.parametrize("round_", range(20))
+def test_racing_identical_uploads_keep_the_full_record(
+    root: Path, tmp_path: Path, round_: int
+) -> None:
+    """20 clients upload the same wheel at once: every answer and the live listing keep its
+    Requires-Python (issue 9: 3 rounds in 15 lost it until a restart)."""
+    app = build_app(root)
+    wheel = make_wheel(tmp_path, "demo-pkg", f"1.{round_}", requires_python=">=3.8")
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(lambda _: app_upload(app, wheel).status, range(20)))
+    assert statuses == [200] * 20
+    page = app_get(app, "/simple/demo-pkg/").body
+    assert b'data-requires-python="&gt;=3.8"' in page  # type: ignore[operator]

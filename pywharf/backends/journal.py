@@ -1,0 +1,172 @@
+"""The file-system backend's journal: index events, one JSON record a line, append-only.
+
+An upload costs the same at 100,000 files as at 10, and servers sharing a ROOT follow each other
+by reading what was appended since their cursor. Records are whole or absent: an append holds the
+exclusive `flock`, loops on short writes, fsyncs, and on any failure (a full disk) truncates back
+to where its record began. A tail left torn by a crash mid-append is cut off, after a backup, by
+the next writer (start-up or append); readers never see it, as they read complete lines only.
+`rewrite` replaces the journal whole: the new inode tells readers to reload it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pywharf.backends import IndexUpdate
+from pywharf.backends.atomic import write_atomically
+from pywharf.errors import PywharfError
+from pywharf.errors import StorageError
+from pywharf.index import Event
+from pywharf.index import event_from_json
+from pywharf.index import event_to_json
+
+__all__ = ["Journal", "JournalCorrupt"]
+
+log = logging.getLogger("pywharf")
+
+_PARSE_BATCH_LINES = 64  # measured: fastest, and the least memory left fragmented
+_TAIL_BYTES = 64 * 1024  # a record is a few hundred bytes: a torn one is within this
+_LOGGED_TAIL_BYTES = 1024
+
+
+class JournalCorrupt(StorageError):
+    """A complete journal line does not parse (written by a version that tore its records)."""
+
+
+class Journal:
+    """`journal.jsonl` and the lock file that serializes its writers."""
+
+    def __init__(self, path: Path, lock_path: Path, temporary_dir: Path) -> None:
+        self.path = path
+        self._lock_path = lock_path
+        self._temporary_dir = temporary_dir
+        lock_path.touch(exist_ok=True)
+
+    @contextmanager
+    def locked(self, exclusive: bool = True) -> Iterator[None]:
+        """Writers hold it exclusively; an `flock` per open file, so threads exclude too."""
+        with self._lock_path.open("rb") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield  # closing the file releases the lock
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def read(self, cursor: Any) -> IndexUpdate | None:
+        """The events appended since `cursor` (None: all of them), or None when there are none."""
+        with self.path.open("rb") as journal:
+            status = os.fstat(journal.fileno())
+            inode, offset = cursor if cursor is not None else (None, 0)
+            if inode != status.st_ino or offset > status.st_size:  # rewritten, or cut back
+                offset = 0
+            elif offset == status.st_size:
+                return None
+            journal.seek(offset)
+            data = journal.read(status.st_size - offset)
+        complete = data[: data.rfind(b"\n") + 1]  # a line being appended is read next time
+        events = _parse(complete)
+        new_cursor = (status.st_ino, offset + len(complete))
+        return IndexUpdate(events, offset == 0, new_cursor, int(status.st_mtime))
+
+    def salvage(self) -> tuple[list[Event], int]:
+        """Every event that parses, and how many complete lines do not."""
+        data = self.path.read_bytes() if self.exists() else b""
+        events: list[Event] = []
+        bad = 0
+        for line in data[: data.rfind(b"\n") + 1].splitlines():
+            try:
+                events.extend(_parse(line))
+            except JournalCorrupt:
+                bad += 1
+        return events, bad
+
+    # --- writing: the caller holds `locked()` ------------------------------------------------
+
+    def append(self, event: Event) -> None:
+        """Append one record, whole and fsynced, or raise `OSError` having written nothing."""
+        line = json.dumps(event_to_json(event), separators=(",", ":")).encode() + b"\n"
+        descriptor = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            start = self._cut_torn_tail(descriptor)
+            try:
+                view = memoryview(line)
+                while view:  # a full disk can write part of a record and then fail
+                    view = view[os.write(descriptor, view) :]
+                os.fsync(descriptor)
+            except OSError:
+                # Never a partial line; if even this fails, the next writer cuts the tail.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(descriptor, start)
+                raise
+        finally:
+            os.close(descriptor)
+
+    def heal(self) -> None:
+        """Cut a torn tail off (start-up repair): appends then start on a fresh line."""
+        if not self.exists():
+            return
+        descriptor = os.open(self.path, os.O_RDWR)
+        try:
+            self._cut_torn_tail(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def rewrite(self, events: list[Event]) -> None:
+        lines = (json.dumps(event_to_json(e), separators=(",", ":")) + "\n" for e in events)
+        write_atomically(self.path, "".join(lines).encode(), self._temporary_dir)
+
+    def back_up(self, data: bytes, kind: str) -> Path | None:
+        """Keep damaged bytes next to the journal as `journal.jsonl.<kind>-<time>`."""
+        backup = self.path.with_name(f"{self.path.name}.{kind}-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            with backup.open("ab") as file:  # two backups in one second go to one file
+                file.write(data)
+                os.fsync(file.fileno())
+        except OSError as error:
+            log.warning("cannot back the journal up to %s: %s", backup, error.strerror)
+            return None
+        return backup
+
+    def _cut_torn_tail(self, descriptor: int) -> int:
+        """Truncate an unfinished last line (its writer is gone: we hold the lock); the size."""
+        size = os.fstat(descriptor).st_size
+        window = min(size, _TAIL_BYTES)
+        tail = os.pread(descriptor, window, size - window)
+        if not tail or tail.endswith(b"\n"):
+            return size
+        torn = tail[tail.rfind(b"\n") + 1 :]
+        backup = self.back_up(torn, "torn")
+        log.warning(
+            "journal %s: cut off a torn last record of %d bytes (a write cut short by a crash "
+            "or a full disk); %s",
+            self.path,
+            len(torn),
+            f"kept in {backup}" if backup else f"it was {torn[:_LOGGED_TAIL_BYTES]!r}",
+        )
+        os.ftruncate(descriptor, size - len(torn))
+        return size - len(torn)
+
+
+def _parse(data: bytes) -> tuple[Event, ...]:
+    events: list[Event] = []
+    lines = data.splitlines()
+    for start in range(0, len(lines), _PARSE_BATCH_LINES):
+        # One json.loads per batch: five times faster than one per line, and the parsed
+        # dicts of one batch are freed before the next, so their memory is reused.
+        batch = b"[" + b",".join(lines[start : start + _PARSE_BATCH_LINES]) + b"]"
+        try:
+            events.extend(event_from_json(item) for item in json.loads(batch))
+        except (ValueError, TypeError, AttributeError, PywharfError) as error:  # not an object
+            raise JournalCorrupt(f"its journal is corrupt: {error}") from None
+    return tuple(events)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pywharf.errors import AuthorizationBusy
 from pywharf.errors import TooManyFailures
 
-__all__ = ["AuthCache", "FailureThrottle", "Permission", "secret_matches"]
+__all__ = ["AuthCache", "FailureThrottle", "Permission", "permission_of_secret", "secret_matches"]
 
 
 class Permission(enum.IntEnum):
@@ -28,6 +28,15 @@ class Permission(enum.IntEnum):
 def secret_matches(presented: str, expected: str) -> bool:
     """Constant-time comparison; an unset (empty) secret never matches."""
     return bool(expected) and hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def permission_of_secret(presented: str, read_secret: str, write_secret: str) -> Permission:
+    """A repository with its own two secrets: the write secret writes (and reads)."""
+    if secret_matches(presented, write_secret):
+        return Permission.WRITE
+    if secret_matches(presented, read_secret):
+        return Permission.READ
+    return Permission.NONE
 
 
 @dataclass(frozen=True)

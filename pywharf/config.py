@@ -10,9 +10,11 @@ import sys
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from typing import TypeVar
 
 from pywharf.errors import ConfigError
 
@@ -29,6 +31,7 @@ __all__ = [
     "coerce",
     "coerce_setting",
     "is_secret_key",
+    "typed_settings",
     "load_toml",
     "parse_admin_secrets",
     "parse_repositories",
@@ -45,6 +48,7 @@ class Setting:
     help: str
     required: bool = False
     bounds: tuple[int, int] | None = None  # inclusive, for numbers
+    choices: tuple[str, ...] = ()  # the only values allowed, when given
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ UPSTREAM_SETTINGS = (
             "it is revalidated.", bounds=(0, 10**9)),
 )  # fmt: skip
 
+SettingsT = TypeVar("SettingsT")
 # A name becomes a folder under ROOT and a Basic-auth username: no separators, no `..`.
 REPOSITORY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _TRUE = {"true", "1", "yes", "on"}
@@ -129,12 +134,25 @@ def is_secret_key(key: str) -> bool:
 
 
 def coerce_setting(value: Any, setting: Setting, where: str) -> Any:
-    """`coerce`, then the setting's bounds."""
+    """`coerce`, then the setting's bounds or choices."""
     result = coerce(value, setting.type, where, is_secret_key(setting.key))
     if setting.bounds and not setting.bounds[0] <= result <= setting.bounds[1]:
         low, high = setting.bounds
         raise ConfigError(f"{where}: {value!r} is not between {low} and {high}")
+    if setting.choices and result not in setting.choices:
+        allowed = " or ".join(repr(choice) for choice in setting.choices)
+        raise ConfigError(f"{where}: {value!r} is not {allowed}")
     return result
+
+
+def typed_settings(config: RepositoryConfig, kind: type[SettingsT]) -> SettingsT:
+    """A section's checked values as its backend's frozen settings dataclass.
+
+    The section also holds the keys every repository takes (the upstream's), which the
+    backend's dataclass does not: each backend's test checks its dataclass against its table.
+    """
+    names = {f.name for f in fields(kind)}  # type: ignore[arg-type]
+    return kind(**{key: value for key, value in config.values.items() if key in names})
 
 
 def _wrong(value: Any, kind: type, where: str, hidden: bool) -> Any:

@@ -23,11 +23,12 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pywharf.auth import Permission
-from pywharf.auth import secret_matches
+from pywharf.auth import permission_of_secret
 from pywharf.backends import BackendType
 from pywharf.backends import IndexUpdate
 from pywharf.backends import LocalFile
@@ -46,6 +47,7 @@ from pywharf.backends.journal import JournalCorrupt
 from pywharf.backends.sidecars import Sidecars
 from pywharf.config import RepositoryConfig
 from pywharf.config import Setting
+from pywharf.config import typed_settings
 from pywharf.dists import SDIST_SUFFIXES
 from pywharf.errors import DistributionExists
 from pywharf.errors import PywharfError
@@ -59,7 +61,7 @@ from pywharf.index import FileRecord
 from pywharf.index import Yank
 from pywharf.remote_index import dump_index
 
-__all__ = ["FileSystemBackend"]
+__all__ = ["FileSystemBackend", "FileSystemSettings"]
 
 log = logging.getLogger("pywharf")
 
@@ -81,6 +83,18 @@ SETTINGS = (
         bounds=(0, 10**9),
     ),
 )
+
+
+@dataclass(frozen=True)
+class FileSystemSettings:
+    """A `type = "file_system"` section (and `memory`'s), checked against `SETTINGS`."""
+
+    read_secret: str
+    write_secret: str
+    max_file_bytes: int
+    sync_index_interval: float
+
+
 _PRIVATE = ".pywharf"
 _SUFFIXES = (".whl", *SDIST_SUFFIXES)
 _LINK_ATTEMPTS = 3  # a file found at the name can vanish (its upload failed): link again
@@ -93,11 +107,10 @@ class FileSystemBackend:
     auth_checks_per_second = None  # comparing two strings costs nothing
 
     def __init__(self, config: RepositoryConfig, root: Path, admin_secret: str | None) -> None:
+        self.settings = typed_settings(config, FileSystemSettings)
         self.name = config.name
-        self.max_file_bytes: int = config["max_file_bytes"]
-        self.sync_index_interval: float = config["sync_index_interval"]
-        self._read_secret: str = config["read_secret"]
-        self._write_secret: str = config["write_secret"]
+        self.max_file_bytes = self.settings.max_file_bytes
+        self.sync_index_interval = self.settings.sync_index_interval
         self.storage = root / "cache" / config.name / "storage"
         private = self.storage / _PRIVATE
         self.spool_dir = private / "tmp"
@@ -113,11 +126,7 @@ class FileSystemBackend:
     # --- auth --------------------------------------------------------------------------------
 
     def authorize(self, secret: str) -> Permission:
-        if secret_matches(secret, self._write_secret):
-            return Permission.WRITE
-        if secret_matches(secret, self._read_secret):
-            return Permission.READ
-        return Permission.NONE
+        return permission_of_secret(secret, self.settings.read_secret, self.settings.write_secret)
 
     # --- start-up repair ---------------------------------------------------------------------
 

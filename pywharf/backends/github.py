@@ -19,6 +19,7 @@ import functools
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ from pywharf.clients.errors import ResourceNotFound
 from pywharf.clients.github import GitHubClient
 from pywharf.config import RepositoryConfig
 from pywharf.config import Setting
+from pywharf.config import typed_settings
 from pywharf.errors import ConfigError
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
@@ -62,7 +64,7 @@ from pywharf.index import Event
 from pywharf.index import FileRecord
 from pywharf.index import Yank
 
-__all__ = ["INDEX_WRITE_ATTEMPTS", "GitHubBackend"]
+__all__ = ["INDEX_WRITE_ATTEMPTS", "GitHubBackend", "GitHubSettings"]
 
 MAX_ASSET_BYTES = 2 * 1024**3 - 1  # GitHub: each release asset must be under 2 GiB
 DOWNLOAD_MODES = ("redirect", "proxy")
@@ -81,8 +83,25 @@ SETTINGS = (
             "GitHub's asset upload host (GitHub Enterprise Server: https://HOST/api/uploads)."),
     Setting("download", str, "redirect",
             "'redirect': clients fetch GitHub's signed URL; 'proxy': the server streams the "
-            "file and keeps a verified copy in ROOT."),
+            "file and keeps a verified copy in ROOT.", choices=DOWNLOAD_MODES),
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GitHubSettings:
+    """A `type = "github"` section, checked against `SETTINGS`."""
+
+    owner: str
+    repo: str
+    branch: str
+    index_filename: str
+    max_file_bytes: int
+    sync_index_interval: float
+    api_url: str
+    uploads_url: str
+    download: str
+
+
 # A wrong token costs one GitHub call; the auth cache allows this many per second in all.
 AUTH_CHECKS_PER_SECOND = 2.0
 _Files = dict[str, tuple[FileRecord, Location]]
@@ -112,25 +131,20 @@ class GitHubBackend:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        settings = typed_settings(config, GitHubSettings)
         self.name = config.name
-        self.max_file_bytes: int = config["max_file_bytes"]
-        self.sync_index_interval: float = config["sync_index_interval"]
-        self.owner: str = config["owner"]
-        self.repo: str = config["repo"]
-        self.download: str = config["download"]
+        self.max_file_bytes = settings.max_file_bytes
+        self.sync_index_interval = settings.sync_index_interval
+        self.owner, self.repo, self.download = settings.owner, settings.repo, settings.download
         for key in ("owner", "repo", "index_filename", "api_url", "uploads_url"):
-            if not config[key]:
+            if not getattr(settings, key):
                 raise ConfigError(f"{config.source}: {key} must not be empty")
-        if self.download not in DOWNLOAD_MODES:
-            raise ConfigError(
-                f"{config.source}: download must be 'redirect' or 'proxy', not {self.download!r}"
-            )
         self._clock = clock
         self._api = GitHubClient(
-            admin_secret, config["api_url"], config["uploads_url"], sleep=sleep, clock=clock
+            admin_secret, settings.api_url, settings.uploads_url, sleep=sleep, clock=clock
         )
         self._index = IndexDocument(
-            self._api, self.owner, self.repo, config["index_filename"], config["branch"],
+            self._api, self.owner, self.repo, settings.index_filename, settings.branch,
             repository=self.name, clock=clock, has_admin=admin_secret is not None,
         )  # fmt: skip
         self._uploads = UploadSaga(self._index, self._api, sleep=sleep)

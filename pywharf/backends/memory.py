@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pywharf.auth import Permission
-from pywharf.auth import secret_matches
+from pywharf.auth import permission_of_secret
 from pywharf.backends import BackendType
 from pywharf.backends import IndexUpdate
 from pywharf.backends import LocalFile
@@ -30,7 +30,9 @@ from pywharf.backends import StagedUpload
 from pywharf.backends.download_cache import DownloadCache
 from pywharf.backends.events import rescanned_events
 from pywharf.backends.file_system import SETTINGS
+from pywharf.backends.file_system import FileSystemSettings
 from pywharf.config import RepositoryConfig
+from pywharf.config import typed_settings
 from pywharf.dists import parse_filename
 from pywharf.errors import DistributionExists
 from pywharf.errors import PywharfError
@@ -84,11 +86,10 @@ class MemoryBackend:
     auth_checks_per_second = None  # comparing two strings costs nothing
 
     def __init__(self, config: RepositoryConfig, root: Path, admin_secret: str | None) -> None:
+        self.settings = typed_settings(config, FileSystemSettings)
         self.name = config.name
-        self.max_file_bytes: int = config["max_file_bytes"]
-        self.sync_index_interval: float = config["sync_index_interval"]
-        self._read_secret: str = config["read_secret"]
-        self._write_secret: str = config["write_secret"]
+        self.max_file_bytes = self.settings.max_file_bytes
+        self.sync_index_interval = self.settings.sync_index_interval
         self.spool_dir = root / "cache" / config.name / "spool"
         self._copies = DownloadCache(root / "cache" / config.name / "files")
         try:
@@ -101,11 +102,7 @@ class MemoryBackend:
             self.store = _STORES.setdefault((str(root.resolve()), self.name), MemoryStore())
 
     def authorize(self, secret: str) -> Permission:
-        if secret_matches(secret, self._write_secret):
-            return Permission.WRITE
-        if secret_matches(secret, self._read_secret):
-            return Permission.READ
-        return Permission.NONE
+        return permission_of_secret(secret, self.settings.read_secret, self.settings.write_secret)
 
     def read_index(self, cursor: Any) -> IndexUpdate | None:
         store = self.store

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -9,8 +10,12 @@ import pytest
 from pywharf.backends import BACKEND_TYPES
 from pywharf.backends import _registry
 from pywharf.backends import backend_class
+from pywharf.backends import backend_settings
 from pywharf.backends import register_backend
+from pywharf.backends.file_system import FileSystemSettings
+from pywharf.backends.github import GitHubSettings
 from pywharf.backends.memory import MemoryBackend
+from pywharf.config import parse_repositories
 from pywharf.errors import ConfigError
 
 
@@ -54,3 +59,26 @@ def test_a_type_cannot_be_taken_over_or_malformed() -> None:
         register_backend("github", "evil.module:Backend")
     with pytest.raises(ValueError, match="not 'module:Class'"):
         register_backend("test_malformed", "no_colon")
+
+
+@pytest.mark.parametrize(
+    ("type_name", "settings_type"),
+    [
+        ("file_system", FileSystemSettings),
+        ("memory", FileSystemSettings),
+        ("github", GitHubSettings),
+    ],
+)
+def test_each_backend_reads_its_table_as_one_frozen_value(
+    type_name: str, settings_type: type
+) -> None:
+    """The settings dataclass names exactly the keys of the backend's own table."""
+    table = backend_class(type_name, "test").SETTINGS
+    assert {f.name for f in dataclasses.fields(settings_type)} == {s.key for s in table}
+    assert settings_type.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+def test_a_choice_outside_the_settings_choices_is_refused_by_name() -> None:
+    text = '[team]\ntype = "github"\nowner = "o"\nrepo = "r"\ndownload = "mirror"\n'
+    with pytest.raises(ConfigError, match=r"download: 'mirror' is not 'redirect' or 'proxy'"):
+        parse_repositories(text, "repos.toml", backend_settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,10 +21,9 @@ from support import REPO
 from support import Live
 from support import ServerProcess
 from support import build_app
+from support import serving
 from support import start_pyz
 from support import stop
-
-from pywharf.server import Server
 
 
 @pytest.fixture
@@ -33,16 +31,8 @@ def live_server(tmp_path: Path) -> Iterator[Live]:
     """The app in-process on a ThreadingHTTPServer in a daemon thread."""
     root = tmp_path / "root"
     app = build_app(root)
-    server = Server(("127.0.0.1", 0), app, None)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    try:
+    with serving(app) as server:
         yield Live("127.0.0.1", server.server_address[1], root, app)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.fixture(scope="session")

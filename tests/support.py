@@ -10,12 +10,16 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from typing import TextIO
 from typing import TypeVar
 from urllib.parse import unquote
 from urllib.parse import urlsplit
@@ -35,6 +39,7 @@ from pywharf.backends import backend_settings  # noqa: E402
 from pywharf.backends import create_backend  # noqa: E402
 from pywharf.config import parse_repositories  # noqa: E402
 from pywharf.repository import Repository  # noqa: E402
+from pywharf.server import Server  # noqa: E402
 from pywharf.upstream import UpstreamSettings  # noqa: E402
 
 PYZ = REPO / "dist" / "pywharf.pyz"
@@ -98,6 +103,22 @@ def build_app(root: Path, config: str = CONFIG) -> App:
         repository.sync()
         repositories[repository_config.name] = repository
     return App(repositories)
+
+
+@contextmanager
+def serving(app: App, access_log: TextIO | None = None, **options: Any) -> Iterator[Server]:
+    """The app on a real `Server` (port 0) in a daemon thread, shut down afterwards."""
+    server = Server(("127.0.0.1", 0), app, access_log, **options)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 def client_env(home: Path) -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,9 +16,9 @@ from support import READ
 from support import UV
 from support import Live
 from support import build_app
+from support import serving
 
 from pywharf.app import App
-from pywharf.server import Server
 from pywharf.session import SessionKeys
 
 LIFETIME = 900  # --auth_read_expires of the app under test: the cookie's Max-Age
@@ -173,13 +172,5 @@ def running_site(root: Path) -> Iterator[Site]:
     """The app with browser login enabled, on a real socket, shut down afterwards."""
     keys = SessionKeys.load(root, LIFETIME)
     app = App(build_app(root).repositories, sessions=keys)
-    server = Server(("127.0.0.1", 0), app, None)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    try:
+    with serving(app) as server:
         yield Site(Live("127.0.0.1", server.server_address[1], root, app), keys)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)

@@ -18,10 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from pywharf.errors import storage_error
+
 __all__ = [
     "fsync_directory",
     "instance_id",
     "is_leased",
+    "local_directory",
     "leased_file",
     "sweep",
     "write_all",
@@ -98,6 +101,15 @@ def sweep(directory: Path, kind: str) -> Iterator[Path]:
                 continue
             if _still_named(path, file):
                 yield path
+
+
+def local_directory(path: Path, repository: str) -> Path:
+    """A backend's local folder (its spool, its copies), made if missing; one line if not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise storage_error(f"repository {repository!r}: cannot create {path}", error) from None
+    return path
 
 
 def write_atomically(path: Path, data: bytes, temporary_dir: Path) -> None:

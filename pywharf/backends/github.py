@@ -32,6 +32,7 @@ from pywharf.backends import LocalFile
 from pywharf.backends import Redirect
 from pywharf.backends import RepairReport
 from pywharf.backends import StagedUpload
+from pywharf.backends.atomic import local_directory
 from pywharf.backends.download_cache import DownloadCache
 from pywharf.backends.events import repair_report
 from pywharf.backends.events import tombstone
@@ -148,14 +149,8 @@ class GitHubBackend:
             repository=self.name, clock=clock, has_admin=admin_secret is not None,
         )  # fmt: skip
         self._uploads = UploadSaga(self._index, self._api, sleep=sleep)
-        self.spool_dir = root / "cache" / config.name / "spool"
+        self.spool_dir = local_directory(root / "cache" / config.name / "spool", self.name)
         self._downloads = DownloadCache(root / "cache" / config.name / "files")
-        try:
-            self.spool_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StorageError(
-                f"repository {self.name!r}: cannot create {error.filename}"
-            ) from None
 
     def __repr__(self) -> str:
         return f"GitHubBackend({self.owner}/{self.repo}, {self._api!r})"

@@ -27,6 +27,7 @@ from pywharf.backends import IndexUpdate
 from pywharf.backends import LocalFile
 from pywharf.backends import RepairReport
 from pywharf.backends import StagedUpload
+from pywharf.backends.atomic import local_directory
 from pywharf.backends.download_cache import DownloadCache
 from pywharf.backends.events import rescanned_events
 from pywharf.backends.file_system import SETTINGS
@@ -90,14 +91,8 @@ class MemoryBackend:
         self.name = config.name
         self.max_file_bytes = self.settings.max_file_bytes
         self.sync_index_interval = self.settings.sync_index_interval
-        self.spool_dir = root / "cache" / config.name / "spool"
+        self.spool_dir = local_directory(root / "cache" / config.name / "spool", self.name)
         self._copies = DownloadCache(root / "cache" / config.name / "files")
-        try:
-            self.spool_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StorageError(
-                f"repository {self.name!r}: cannot create {error.filename}"
-            ) from None
         with _STORES_LOCK:
             self.store = _STORES.setdefault((str(root.resolve()), self.name), MemoryStore())
 

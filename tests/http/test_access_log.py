@@ -6,13 +6,13 @@ import base64
 import io
 import re
 import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from support import READ
 from support import build_app
+from support import poll
+from support import serving
 from support_upload import read_response
 
 from pywharf.server import Server
@@ -23,22 +23,13 @@ FORGED = '1.2.3.4 admin [01/Jan/2030] "GET /forged" 200 0 0.1ms'
 def logged(tmp_path: Path, heads: list[bytes]) -> list[str]:
     """Send each raw request head on its own connection; the access log's lines."""
     log = io.StringIO()
-    server = Server(("127.0.0.1", 0), build_app(tmp_path / "root"), log)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with serving(build_app(tmp_path / "root"), log) as server:
         for head in heads:
             with server_socket(server) as sock:
                 sock.sendall(head)
                 read_response(sock)
         # A line is written after its answer is sent, by a writer thread: wait for them all.
-        deadline = time.monotonic() + 10
-        while log.getvalue().count("\n") < len(heads) and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        server.shutdown()
-        server.server_close()  # flushes the log
-        thread.join(5)
+        poll(lambda: log.getvalue().count("\n") >= len(heads) or None, "the access log lines")
     return log.getvalue().split("\n")[:-1]
 
 

@@ -17,6 +17,7 @@ import pytest
 from support import Live
 from support import build_app
 from support import poll
+from support import serving as serving_app
 from support import start_pyz
 from support import stop
 from support_upload import raw_connect
@@ -30,15 +31,8 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 @contextmanager
 def serving(tmp_path: Path, max_connections: int) -> Iterator[tuple[Server, Live]]:
     root = tmp_path / "root"
-    server = Server(("127.0.0.1", 0), build_app(root), None, max_connections=max_connections)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with serving_app(build_app(root), max_connections=max_connections) as server:
         yield server, Live("127.0.0.1", server.server_address[1], root)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def keep_alive(live: Live, stack: ExitStack) -> socket.socket:

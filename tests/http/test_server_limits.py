@@ -19,6 +19,7 @@ from support import READ
 from support import Live
 from support import build_app
 from support import poll
+from support import serving
 from support_upload import basic
 from support_upload import raw_connect
 from support_upload import read_response
@@ -337,20 +338,13 @@ def test_the_server_is_a_threading_http_server() -> None:
 
 def test_every_request_gets_an_access_log_line(tmp_path: Path) -> None:
     log = io.StringIO()
-    server = Server(("127.0.0.1", 0), build_app(tmp_path / "root"), log)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with serving(build_app(tmp_path / "root"), log) as server:
         live = Live("127.0.0.1", server.server_address[1], tmp_path / "root")
         live.request("GET", "/simple/")
         live.request("GET", "/simple/missing/")
         live.request("GET", "/simple/", auth=None)
         # A line is written after its answer is sent: the client can be faster than the log.
         poll(lambda: log.getvalue().count("\n") >= 3 or None, "three access log lines")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
     lines = log.getvalue().splitlines()
     assert len(lines) == 3
     assert '"GET /simple/"' in lines[0] and " 200 " in lines[0]

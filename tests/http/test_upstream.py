@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -29,9 +28,8 @@ from support import Live
 from support import build_app
 from support import check_simple_json
 from support import poll
+from support import serving
 from support_upload import upload
-
-from pywharf.server import Server
 
 JSON_ACCEPT = {"Accept": "application/vnd.pypi.simple.v1+json"}
 OLD = 1_600_000_000.0  # 2020: long past any cooldown
@@ -46,18 +44,10 @@ def _config(upstream_url: str, **keys: object) -> str:
 
 
 @contextmanager
-def serving(root: Path, config: str) -> Iterator[Live]:
+def serving_config(root: Path, config: str) -> Iterator[Live]:
     app = build_app(root, config)
-    server = Server(("127.0.0.1", 0), app, None)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    try:
+    with serving(app) as server:
         yield Live("127.0.0.1", server.server_address[1], root, app)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def _wheel(tmp_path: Path, name: str, version: str, **options: Any) -> UpstreamFile:
@@ -86,7 +76,7 @@ def _sha(data: bytes) -> str:
 def test_the_json_page_links_here_and_keeps_every_file_attribute(
     upstream: FakeUpstream, tmp_path: Path
 ) -> None:
-    with serving(tmp_path / "root", _config(upstream.url)) as live:
+    with serving_config(tmp_path / "root", _config(upstream.url)) as live:
         status, _headers, body = live.request("GET", "/simple/requests/", headers=JSON_ACCEPT)
         assert status == 200, body
         document = check_simple_json(body, "project")
@@ -111,7 +101,7 @@ def test_a_file_is_fetched_once_kept_in_storage_and_then_served_locally(
     upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     wheel = upstream.projects["requests"][0]
-    with serving(tmp_path / "root", _config(upstream.url)) as live:
+    with serving_config(tmp_path / "root", _config(upstream.url)) as live:
         for _ in range(3):
             status, _, data = live.request("GET", f"/simple/requests/{wheel.filename}")
             assert status == 200 and data == wheel.data
@@ -126,7 +116,7 @@ def test_a_file_is_fetched_once_kept_in_storage_and_then_served_locally(
 
 def test_metadata_is_cached_before_its_file(upstream: FakeUpstream, tmp_path: Path) -> None:
     wheel = upstream.projects["requests"][0]
-    with serving(tmp_path / "root", _config(upstream.url)) as live:
+    with serving_config(tmp_path / "root", _config(upstream.url)) as live:
         for _ in range(2):
             status, _, data = live.request("GET", f"/simple/requests/{wheel.filename}.metadata")
             assert status == 200 and data == wheel.metadata
@@ -139,7 +129,7 @@ def test_twenty_first_requests_make_one_page_fetch_and_one_fetch_per_file(
 ) -> None:
     wheel = upstream.projects["requests"][0]
     upstream.faults[wheel.filename] = "slow"
-    with serving(tmp_path / "root", _config(upstream.url)) as live:
+    with serving_config(tmp_path / "root", _config(upstream.url)) as live:
 
         def get(_attempt: int) -> tuple[int, bytes]:
             status, _, data = live.request("GET", f"/simple/requests/{wheel.filename}")
@@ -159,7 +149,7 @@ def test_the_root_lists_hosted_and_cached_upstream_projects(
     upstream: FakeUpstream, tmp_path: Path, dists: Path
 ) -> None:
     wheel = upstream.projects["requests"][0]
-    with serving(tmp_path / "root", _config(upstream.url)) as live:
+    with serving_config(tmp_path / "root", _config(upstream.url)) as live:
         assert live.request("GET", f"/simple/requests/{wheel.filename}")[0] == 200
         _upload(live, dists / "demo_pkg-1.0-py3-none-any.whl")
         _status, _, body = live.request("GET", "/simple/", headers=JSON_ACCEPT)
@@ -182,9 +172,9 @@ def test_upstream_down_stale_pages_and_cached_files_serve_a_new_project_is_502(
     with running(state):
         config = _config(state.url, upstream_page_ttl=0)
         app_root = tmp_path / "root"
-        with serving(app_root, config) as live:
+        with serving_config(app_root, config) as live:
             assert live.request("GET", f"/simple/requests/{wheel.filename}")[0] == 200
-    with serving(app_root, config) as live:  # a restart, with the upstream gone
+    with serving_config(app_root, config) as live:  # a restart, with the upstream gone
         status, _, body = live.request("GET", "/simple/requests/")
         assert status == 200 and wheel.filename in body.decode()
         status, _, data = live.request("GET", f"/simple/requests/{wheel.filename}")
@@ -202,7 +192,7 @@ def test_cooldown_hides_young_files_from_both_pages_and_their_urls_404(tmp_path:
     state.add("requests", young)
     with (
         running(state),
-        serving(tmp_path / "root", _config(state.url, upstream_min_age=3600)) as live,
+        serving_config(tmp_path / "root", _config(state.url, upstream_min_age=3600)) as live,
     ):
         _, _, html = live.request("GET", "/simple/requests/")
         _, _, body = live.request("GET", "/simple/requests/", headers=JSON_ACCEPT)
@@ -219,10 +209,10 @@ def test_with_a_cooldown_a_file_of_unknown_age_is_hidden(tmp_path: Path) -> None
     wheel = _wheel(tmp_path, "requests", "2.0", upload_time=OLD)
     state.add("requests", wheel)
     with running(state):
-        with serving(tmp_path / "a", _config(state.url, upstream_min_age=1)) as live:
+        with serving_config(tmp_path / "a", _config(state.url, upstream_min_age=1)) as live:
             assert live.request("GET", "/simple/requests/")[0] == 404
             assert live.request("GET", f"/simple/requests/{wheel.filename}")[0] == 404
-        with serving(tmp_path / "b", _config(state.url)) as live:  # no cooldown: offered
+        with serving_config(tmp_path / "b", _config(state.url)) as live:  # no cooldown: offered
             status, _, body = live.request("GET", "/simple/requests/", headers=JSON_ACCEPT)
             assert status == 200 and json.loads(body)["files"][0]["filename"] == wheel.filename
             status, _, data = live.request("GET", f"/simple/requests/{wheel.filename}")
@@ -239,7 +229,9 @@ def test_credentials_reach_the_upstream_for_files_too_and_appear_nowhere(
     state.faults["broken"] = "500"
     with (
         running(state),
-        serving(tmp_path / "root", _config(state.url_with("token", "s3cr3t-upstream"))) as live,
+        serving_config(
+            tmp_path / "root", _config(state.url_with("token", "s3cr3t-upstream"))
+        ) as live,
     ):
         seen = b""
         for path in ("/simple/requests/", f"/simple/requests/{wheel.filename}", "/simple/broken/"):
@@ -258,7 +250,7 @@ def test_a_project_we_hold_never_consults_the_upstream(
     folder = tmp_path / "ours"
     folder.mkdir()
     ours = make_wheel(folder, "requests", "0.1")  # our own "requests": dependency confusion
-    with serving(tmp_path / "root", _config(upstream.url)) as live:
+    with serving_config(tmp_path / "root", _config(upstream.url)) as live:
         _upload(live, ours)
         _, _, body = live.request("GET", "/simple/requests/", headers=JSON_ACCEPT)
         assert [f["filename"] for f in json.loads(body)["files"]] == [ours.name]
@@ -276,7 +268,7 @@ def test_deleting_a_cached_file_tombstones_it_and_the_project_stays_upstream(
     upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     first, second = upstream.projects["requests"][:2]
-    with serving(tmp_path / "root", _config(upstream.url)) as live:
+    with serving_config(tmp_path / "root", _config(upstream.url)) as live:
         assert live.request("GET", f"/simple/requests/{first.filename}")[0] == 200
         path = f"/api/files/requests/{first.filename}"
         assert live.request("DELETE", path, auth=("local", WRITE))[0] == 200
@@ -288,7 +280,7 @@ def test_deleting_a_cached_file_tombstones_it_and_the_project_stays_upstream(
 
 
 def test_pages_are_revalidated_with_their_etag(upstream: FakeUpstream, tmp_path: Path) -> None:
-    with serving(tmp_path / "root", _config(upstream.url, upstream_page_ttl=0)) as live:
+    with serving_config(tmp_path / "root", _config(upstream.url, upstream_page_ttl=0)) as live:
         for _ in range(3):
             assert live.request("GET", "/simple/requests/")[0] == 200
     assert upstream.counts["/simple/requests/"] == 3
@@ -299,7 +291,7 @@ def test_allow_and_deny_decide_what_comes_from_upstream(
     upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     config = _config(upstream.url, upstream_allow=["req*"], upstream_deny=["requests"])
-    with serving(tmp_path / "root", config) as live:
+    with serving_config(tmp_path / "root", config) as live:
         assert live.request("GET", "/simple/requests/")[0] == 404
     assert sum(upstream.counts.values()) == 0
 
@@ -309,7 +301,7 @@ def test_a_bad_upstream_page_is_a_clear_502_and_nothing_is_kept(
     upstream: FakeUpstream, tmp_path: Path, fault: str
 ) -> None:
     upstream.faults["requests"] = fault
-    with serving(tmp_path / "root", _config(upstream.url)) as live:
+    with serving_config(tmp_path / "root", _config(upstream.url)) as live:
         status, _, body = live.request("GET", "/simple/requests/")
         assert status == 502
         text = body.decode()
@@ -326,7 +318,7 @@ def test_a_bad_upstream_file_is_never_served_whole_nor_kept(
     wheel = upstream.projects["requests"][0]
     upstream.faults[wheel.filename] = fault
     root = tmp_path / "root"
-    with serving(root, _config(upstream.url)) as live:
+    with serving_config(root, _config(upstream.url)) as live:
         try:
             status, _, data = live.request("GET", f"/simple/requests/{wheel.filename}")
         except Exception:  # http.client: the body was cut short (IncompleteRead)
@@ -348,7 +340,7 @@ def test_two_servers_on_one_root_share_the_cache(upstream: FakeUpstream, tmp_pat
     wheel = upstream.projects["requests"][0]
     root = tmp_path / "root"
     config = _config(upstream.url)
-    with serving(root, config) as first, serving(root, config) as second:
+    with serving_config(root, config) as first, serving_config(root, config) as second:
         assert first.request("GET", f"/simple/requests/{wheel.filename}")[0] == 200
         assert second.app is not None
         repository = second.app.repositories["local"]

@@ -230,9 +230,10 @@ class S3Client:
         code = error_code(response.data)
         if status == 200 and code:  # an `<Error>` in a 200 (CompleteMultipartUpload)
             status = _ERROR_STATUS.get(code, 500)
-        detail = f"S3 could not {what} ({status} {code or 'no error code'})"
+        reason = f"({status} {code or 'no error code'})"
+        detail = f"S3 could not {what} {reason}"
         if status in (401, 403):
-            return Refused(detail, status)
+            return Refused(f"S3 refused to {what} {reason}", status)
         if status == 404:
             return ResourceNotFound(detail, status)
         if status in (409, 412):

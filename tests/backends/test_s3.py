@@ -445,3 +445,30 @@ def test_a_missing_object_is_a_404_in_either_mode(
     with pytest.raises(StorageNotFound):
         proxy.open(record)
     proxy.close()
+
+
+def test_a_lost_race_rereads_the_manifest_after_a_jittered_pause(
+    seaweedfs: S3Bucket, tmp_path: Path, wheels: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (config,) = parse_repositories(
+        tomli_w.dumps({"pkgs": s3_section(seaweedfs)}), "test", backend_settings
+    )
+    waits: list[float] = []
+    secret = f"{seaweedfs.access_key}:{seaweedfs.secret_key}"
+    backend = S3Backend(config, tmp_path / "a", secret, sleep=waits.append, jitter=max)
+    rival = new_backend(seaweedfs, tmp_path / "b")
+    first, second = wheels[0], wheels[3]  # both of proj-0
+    write = backend._client.put
+    raced: list[FileRecord] = []
+
+    def racing(key: str, data: bytes, **kwargs: Any) -> str:
+        if key.endswith(".json") and not raced:  # another server lists a file first
+            raced.append(put(rival, second))
+        return write(key, data, **kwargs)
+
+    monkeypatch.setattr(backend._client, "put", racing)
+    mine = put(backend, first)
+    assert waits == [0.02]  # one lost race (412 here, 409 or 404 elsewhere), one pause
+    assert {r.filename for r in index_of(backend).records()} == {mine.filename, second.name}
+    for each in (backend, rival):
+        each.close()

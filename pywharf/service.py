@@ -24,6 +24,7 @@ from pywharf.errors import BadRequest
 from pywharf.errors import ConfigError
 from pywharf.errors import Forbidden
 from pywharf.errors import PywharfError
+from pywharf.errors import StorageUnavailable
 from pywharf.repository import Repository
 from pywharf.session import SessionKeys
 from pywharf.settings import ServerOptions
@@ -142,7 +143,12 @@ class Service:
                     self.root / "cache" / config.name / "upstream",
                 )
                 repositories[config.name] = repository
-                repository.sync()  # the first load happens before requests reach it
+                try:
+                    repository.sync()  # the first load happens before requests reach it
+                except StorageUnavailable as error:
+                    # A store that is down (or refuses the server's credentials) must not keep
+                    # the other repositories from being served: the syncer loads it later.
+                    log.warning("%s; serving it empty until its storage answers", error)
         except PywharfError:
             for repository in repositories.values():
                 repository.backend.close()

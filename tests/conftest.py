@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from factory import make_sdist
 from factory import make_wheel
-from s3_support import seaweedfs  # noqa: F401  (fixtures register by import)
+from s3_support import s3_pyz_server  # noqa: F401  (fixtures register by import)
+from s3_support import seaweedfs  # noqa: F401
 from s3_support import seaweedfs_server  # noqa: F401
 from support import CONFIG
 from support import PYZ

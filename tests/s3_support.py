@@ -1,8 +1,10 @@
 """SeaweedFS for the suite: `weed mini` on 127.0.0.1, a real S3 server that checks signatures.
 
 `seaweedfs_server` (session) starts one server; `seaweedfs` (function) gives each test a fresh
-bucket on it. `tests/conftest.py` registers both. Background and measurements:
-../shared/reference/s3-storage.md (not read at test time).
+bucket on it; `s3_pyz_server` serves an s3 repository on that bucket from the built pyz.
+`tests/conftest.py` registers them. `start_s3_pyz` starts more servers on one bucket, and
+`s3_gate` puts a recording proxy, which can play a store that is down, in front of it.
+Background and measurements: ../shared/reference/s3-storage.md (not read at test time).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import datetime
 import functools
 import glob
 import http.client
+import http.server
 import json
 import os
 import shutil
@@ -18,6 +21,8 @@ import signal
 import socket
 import subprocess
 import sysconfig
+import threading
+import urllib.parse
 import uuid
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -25,9 +30,16 @@ from contextlib import ExitStack
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import tomli_w
+from support import READ
+from support import WRITE
+from support import ServerProcess
 from support import poll
+from support import start_pyz
+from support import stop as stop_server
 
 from pywharf.clients import sigv4
 from pywharf.clients.sigv4 import Credentials
@@ -274,3 +286,127 @@ def seaweedfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seawe
 def seaweedfs(seaweedfs_server: SeaweedFS) -> S3Bucket:
     """A fresh bucket on the session's SeaweedFS."""
     return new_bucket(seaweedfs_server)
+
+
+# --- pywharf servers on a bucket (the pyz), and a gate in front of the store -----------------
+
+
+def s3_config(bucket: S3Bucket, name: str = "local", **overrides: Any) -> str:
+    """The repository TOML of an s3 repository on `bucket`, with the suite's secrets."""
+    section = {
+        "type": "s3", "bucket": bucket.bucket, "endpoint_url": bucket.endpoint_url,
+        "region": bucket.region, "read_secret": READ, "write_secret": WRITE,
+        "sync_index_interval": 0.2, **overrides,
+    }  # fmt: skip
+    return tomli_w.dumps({name: section})
+
+
+def s3_admin_secret(bucket: S3Bucket, name: str = "local", secret: str | None = None) -> str:
+    """The admin-secret TOML giving the server the bucket's key pair (or `secret`)."""
+    raw = secret if secret is not None else f"{bucket.access_key}:{bucket.secret_key}"
+    return tomli_w.dumps({name: {"type": "s3", "raw": raw}})
+
+
+def start_s3_pyz(
+    pyz: Path, root: Path, config: str, admin_secret: str, *args: str
+) -> ServerProcess:
+    """`start_pyz` with this repository and admin-secret TOML, written next to ROOT."""
+    root.mkdir(parents=True, exist_ok=True)
+    config_path = root.parent / f"{root.name}-repos.toml"
+    secret_path = root.parent / f"{root.name}-admin.toml"
+    config_path.write_text(config)
+    secret_path.write_text(admin_secret)
+    secret_path.chmod(0o600)
+    return start_pyz(
+        pyz, root, "--config", str(config_path), "--admin_secret", str(secret_path), *args
+    )
+
+
+@pytest.fixture
+def s3_pyz_server(pyz: Path, seaweedfs: S3Bucket, tmp_path: Path) -> Iterator[ServerProcess]:
+    """The built pyz serving repository `local` (s3, redirect downloads) on a fresh bucket."""
+    server = start_s3_pyz(pyz, tmp_path / "root", s3_config(seaweedfs), s3_admin_secret(seaweedfs))
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+@dataclass
+class Seen:
+    """One request that passed the gate: enough to tell a presigned GET from a signed call."""
+
+    method: str
+    path: str
+    query: str
+    authorization: str
+
+
+class S3Gate(http.server.ThreadingHTTPServer):
+    """A forwarding proxy in front of a store: records each request, and when closed drops
+    every connection unanswered (the store is down) until it is opened again.
+
+    Requests go on verbatim with their Host header, so SigV4 signatures made for the gate's
+    address hold (SeaweedFS checks the Host it receives, not its own address).
+    """
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(("127.0.0.1", 0), _GateHandler)
+        self.upstream = urllib.parse.urlsplit(upstream).netloc
+        self.open = True
+        self.seen: list[Seen] = []
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}"
+
+
+class _GateHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _forward(self) -> None:
+        gate: S3Gate = self.server  # type: ignore[assignment]
+        if not gate.open:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else None
+        path, _, query = self.path.partition("?")
+        gate.seen.append(Seen(self.command, path, query, self.headers.get("authorization", "")))
+        connection = http.client.HTTPConnection(gate.upstream, timeout=60)
+        try:
+            connection.request(self.command, self.path, body=body, headers=dict(self.headers))
+            answer = connection.getresponse()
+            data = answer.read()
+        finally:
+            connection.close()
+        self.send_response_only(answer.status, answer.reason)
+        for name, value in answer.getheaders():
+            if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def s3_gate(upstream: str) -> Iterator[S3Gate]:
+    gate = S3Gate(upstream)
+    thread = threading.Thread(target=gate.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    try:
+        yield gate
+    finally:
+        gate.shutdown()
+        gate.server_close()
+        thread.join(5)

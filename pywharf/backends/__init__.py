@@ -173,6 +173,7 @@ def register_backend(type_name: str, target: str) -> None:
 register_backend("file_system", "pywharf.backends.file_system:FileSystemBackend")
 register_backend("github", "pywharf.backends.github:GitHubBackend")
 register_backend("memory", "pywharf.backends.memory:MemoryBackend")
+register_backend("s3", "pywharf.backends.s3:S3Backend")
 
 
 def backend_class(type_name: str, where: str) -> BackendType:

@@ -1,0 +1,354 @@
+"""The S3 backend: packages in an S3-compatible bucket, shared by any number of servers.
+
+Design: **per-project manifests updated by compare-and-swap** (`s3_index.py`), chosen over an
+event log plus snapshots. Both avoid a global lock, but the log needs a compaction protocol
+(who writes the snapshot, when old events may go, how a reader that fell behind a compaction
+recovers), and its readers still list the new events' keys; the manifests need none of that.
+A project's manifest is small (about 200 bytes per file), only writers of the same project
+contend, one LIST of `index/` tells a reader which manifests changed (an idle sync is one
+request), and start-up reads one object per project whatever the history. The measured peers
+and stores behind this choice: ../shared/reference/s3-storage.md.
+
+An upload: GET the manifest (an identical re-upload ends here: 200 with the stored record);
+PUT the file with `If-None-Match: *`, its sha256 and record in `x-amz-meta-*`; PUT the wheel's
+METADATA likewise; then add the entry by compare-and-swap. The upload is acknowledged only
+then. When the file is already stored (412), its HEAD decides: the same sha256 is our earlier
+try, or another server's, and the entry is finished; other bytes never listed are listed now,
+and the upload answers 409, so a 409 is never about a file nobody can see.
+
+Downloads redirect to a presigned GET (after a HEAD, so a missing object is a 404 here, not at
+the client; the URL is reused for a while), or are proxied: streamed once into a local copy,
+kept only if its sha256 matches. Every client error becomes a storage error in `s3_errors`:
+the server's credentials refused, or the store down, is a 503 that names the repository.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pywharf.auth import Permission
+from pywharf.auth import secret_matches
+from pywharf.backends import BackendType
+from pywharf.backends import IndexUpdate
+from pywharf.backends import LocalFile
+from pywharf.backends import Redirect
+from pywharf.backends import RepairReport
+from pywharf.backends import StagedUpload
+from pywharf.backends.download_cache import SIGNED_URL_REUSE_SECONDS
+from pywharf.backends.download_cache import DownloadCache
+from pywharf.backends.s3_index import ManifestStore
+from pywharf.backends.s3_index import Snapshot
+from pywharf.backends.s3_layout import Layout
+from pywharf.backends.s3_layout import Manifest
+from pywharf.backends.s3_layout import object_metadata
+from pywharf.backends.s3_layout import record_from_head
+from pywharf.backends.s3_rescan import ORPHAN_UPLOAD_SECONDS
+from pywharf.backends.s3_rescan import Rescan
+from pywharf.clients.errors import AlreadyExists
+from pywharf.clients.errors import ClientError
+from pywharf.clients.errors import Conflict
+from pywharf.clients.errors import Refused
+from pywharf.clients.errors import ResourceNotFound
+from pywharf.clients.s3 import S3Client
+from pywharf.clients.sigv4 import MAX_PRESIGN_EXPIRES
+from pywharf.clients.sigv4 import Credentials
+from pywharf.clients.sigv4 import S3Location
+from pywharf.clients.sigv4 import SigV4Error
+from pywharf.config import RepositoryConfig
+from pywharf.config import Setting
+from pywharf.errors import ConfigError
+from pywharf.errors import ContentConflict
+from pywharf.errors import DistributionExists
+from pywharf.errors import StorageError
+from pywharf.errors import StorageNotFound
+from pywharf.errors import StorageUnavailable
+from pywharf.index import Add
+from pywharf.index import Delete
+from pywharf.index import Event
+from pywharf.index import FileRecord
+from pywharf.index import Yank
+
+__all__ = ["S3Backend", "s3_errors"]
+
+log = logging.getLogger("pywharf.backends.s3")
+
+DOWNLOAD_MODES = ("redirect", "proxy")
+MAX_OBJECT_BYTES = 5 * 1024**4  # S3: an object (a multipart upload) holds at most 5 TiB
+SETTINGS = (
+    Setting("bucket", str, None, "Bucket holding the packages.", True),
+    Setting("endpoint_url", str, "",
+            "S3 endpoint, e.g. http://127.0.0.1:8333 ('': AWS's endpoint for the region)."),
+    Setting("region", str, "us-east-1", "Region signed into each request (AWS checks it)."),
+    Setting("prefix", str, "", "Key prefix: the repository's objects live under it."),
+    Setting("addressing", str, "auto",
+            "'auto' (path-style when endpoint_url is set, else virtual-hosted), 'path' or "
+            "'virtual'."),
+    Setting("read_secret", str, "", "Secret that allows downloads (the write secret does too)."),
+    Setting("write_secret", str, "", "Secret that allows uploads, yanks and deletes."),
+    Setting("download", str, "redirect",
+            "'redirect': clients fetch a presigned URL from the store; 'proxy': the server "
+            "streams the file and keeps a verified copy in ROOT."),
+    Setting("presign_expires", int, 300, "Seconds a presigned download URL stays valid.",
+            bounds=(1, MAX_PRESIGN_EXPIRES)),
+    Setting("max_file_bytes", int, 5 * 1024**3 - 1, "Largest file accepted for upload, in bytes.",
+            bounds=(1, MAX_OBJECT_BYTES)),
+    Setting("sync_index_interval", float, 10.0,
+            "Seconds between index syncs with the bucket (each costs one LIST request).",
+            bounds=(0, 10**9)),
+)  # fmt: skip
+CONTENT_TYPE = "application/octet-stream"
+
+
+def credentials_for(name: str, admin_secret: str | None, environ: Mapping[str, str]) -> Credentials:
+    """The admin secret `ACCESS_KEY_ID:SECRET_ACCESS_KEY`, else AWS's environment variables."""
+    if admin_secret is not None:
+        key_id, colon, secret = admin_secret.partition(":")
+        if not colon or not key_id or not secret:
+            raise ConfigError(
+                f"repository {name!r}: the admin secret of an s3 repository is "
+                "ACCESS_KEY_ID:SECRET_ACCESS_KEY"
+            )
+        return Credentials(key_id.strip(), secret.strip())
+    key_id = environ.get("AWS_ACCESS_KEY_ID", "")
+    secret = environ.get("AWS_SECRET_ACCESS_KEY", "")
+    if not key_id or not secret:
+        raise ConfigError(
+            f"repository {name!r}: no S3 credentials: give it an admin secret "
+            "(ACCESS_KEY_ID:SECRET_ACCESS_KEY) or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    return Credentials(key_id, secret, environ.get("AWS_SESSION_TOKEN", ""))
+
+
+def storage_error(error: ClientError, repository: str) -> StorageError:
+    """The storage error that answers a client error. Every S3 call uses the server's own
+    credentials, so a refusal is the operator's to mend: 503, never the caller's 401/403."""
+    message = f"repository {repository!r}: {error}"
+    if isinstance(error, AlreadyExists):
+        return DistributionExists(error.name.rpartition("/")[2])
+    if isinstance(error, Conflict):
+        return ContentConflict(message)
+    if isinstance(error, ResourceNotFound):
+        return StorageNotFound(message)
+    if isinstance(error, Refused):
+        return StorageUnavailable(f"{message}; check the server's S3 credentials")
+    if error.status is None or error.status >= 500:
+        return StorageUnavailable(message)
+    return StorageError(message)
+
+
+@contextlib.contextmanager
+def s3_errors(repository: str) -> Iterator[None]:
+    """Raise a client error as its storage error: the backend's one edge."""
+    try:
+        yield
+    except ClientError as error:
+        raise storage_error(error, repository) from error
+
+
+class S3Backend:
+    """Packages in `bucket` (under `prefix`), on AWS or any S3-compatible store.
+
+    `sleep`, `clock` and `jitter` are the waits, signing time and race back-off; tests pass
+    their own. `orphan_upload_seconds`: how old an unfinished multipart upload must be before
+    `rebuild_index` aborts it (younger ones may still be running on another server).
+    """
+
+    SETTINGS = SETTINGS
+    auth_checks_per_second = None  # comparing two strings costs nothing
+
+    def __init__(
+        self,
+        config: RepositoryConfig,
+        root: Path,
+        admin_secret: str | None,
+        *,
+        environ: Mapping[str, str] = os.environ,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        jitter: Callable[[float, float], float] = random.uniform,
+        orphan_upload_seconds: float = ORPHAN_UPLOAD_SECONDS,
+    ) -> None:
+        self.name = config.name
+        self.max_file_bytes: int = config["max_file_bytes"]
+        self.sync_index_interval: float = config["sync_index_interval"]
+        self._read_secret: str = config["read_secret"]
+        self._write_secret: str = config["write_secret"]
+        self.download: str = config["download"]
+        self._expires: int = config["presign_expires"]
+        if self.download not in DOWNLOAD_MODES:
+            raise ConfigError(
+                f"{config.source}: download must be 'redirect' or 'proxy', not {self.download!r}"
+            )
+        try:
+            self._layout = Layout(config["prefix"])
+            location = S3Location(
+                config["bucket"], endpoint_url=config["endpoint_url"], region=config["region"],
+                addressing=config["addressing"],
+            )  # fmt: skip
+        except (ValueError, SigV4Error) as error:
+            raise ConfigError(f"{config.source}: {error}") from None
+        credentials = credentials_for(self.name, admin_secret, environ)
+        self._client = S3Client(location, credentials, sleep=sleep, clock=clock)
+        self._index = ManifestStore(self._client, self._layout, sleep=sleep, jitter=jitter)
+        self._rescan = Rescan(self._client, self._layout, self._index, clock=clock,
+                              orphan_upload_seconds=orphan_upload_seconds)  # fmt: skip
+        cache = root / "cache" / config.name
+        self.spool_dir = cache / "spool"
+        # A URL is reused for at most half its life, so a client always gets time to use it.
+        reuse = min(SIGNED_URL_REUSE_SECONDS, self._expires / 2)
+        self._downloads = DownloadCache(cache / "files", reuse_seconds=reuse)
+        try:
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(
+                f"repository {self.name!r}: cannot create {error.filename}"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"S3Backend({self.name!r}, {self._client!r})"
+
+    # --- auth ----------------------------------------------------------------------------------
+
+    def authorize(self, secret: str) -> Permission:
+        if secret_matches(secret, self._write_secret):
+            return Permission.WRITE
+        if secret_matches(secret, self._read_secret):
+            return Permission.READ
+        return Permission.NONE
+
+    # --- the index -----------------------------------------------------------------------------
+
+    def read_index(self, cursor: Any) -> IndexUpdate | None:
+        with s3_errors(self.name):
+            return self._index.read_index(cursor if isinstance(cursor, Snapshot) else None)
+
+    # --- uploads -------------------------------------------------------------------------------
+
+    def put(self, upload: StagedUpload, credential: str) -> FileRecord:
+        with s3_errors(self.name):
+            return self._put(upload)
+
+    def _put(self, upload: StagedUpload) -> FileRecord:
+        """Store the file, then list it (see the module docstring for the steps)."""
+        record = upload.record
+        first = self._index.read(record.project)
+        manifest = first[0]
+        known = manifest.files.get(record.filename)
+        deleted = manifest.deleted_sha256(record.filename)
+        if known is None and deleted not in (None, record.sha256):
+            raise DistributionExists(record.filename)  # a deleted name takes only its bytes
+        if known is None:
+            stored = self._store(upload)
+            known = self._index.update(record.project, functools.partial(_listed, stored), first)
+        if known.sha256 != record.sha256:
+            raise DistributionExists(record.filename)
+        return known
+
+    def _store(self, upload: StagedUpload) -> FileRecord:
+        """Write the file once; the record its object holds (ours, or one stored earlier)."""
+        record = upload.record
+        key = self._layout.file(record.project, record.filename)
+        try:
+            self._client.put_file(
+                key, upload.path, sha256=record.sha256, create_only=True,
+                metadata=object_metadata(record), content_type=CONTENT_TYPE,
+            )  # fmt: skip
+        except AlreadyExists:
+            info = self._client.head(key)
+            stored = record_from_head(
+                record.filename, record.project, info.size, info.metadata, info.last_modified
+            )
+            if stored is None:  # stored by hand, without our metadata: update_index lists it
+                raise DistributionExists(record.filename) from None
+            if stored.sha256 != record.sha256:
+                return stored  # listed by the caller, then refused: a visible 409
+        if upload.metadata is not None:
+            metadata_key = self._layout.metadata(record.project, record.filename)
+            with contextlib.suppress(AlreadyExists):  # our earlier try: the same bytes
+                self._client.put(metadata_key, upload.metadata, create_only=True,
+                                 content_type=CONTENT_TYPE)  # fmt: skip
+        return record
+
+    # --- yanks and deletes ---------------------------------------------------------------------
+
+    def apply_change(self, event: Event, credential: str) -> None:
+        with s3_errors(self.name):
+            if isinstance(event, Add):
+                raise StorageError("an Add is stored by put()")
+            if isinstance(event, Yank):
+                self._index.update(event.project, functools.partial(_yanked, event))
+                return
+            self._delete(event)
+
+    def _delete(self, event: Delete) -> None:
+        """Unlist first, then remove the objects: never a listed file without its bytes. An
+        object left by a crash in between is finished by `update_index` (its tombstone)."""
+        self._index.update(event.project, lambda m: (m.without_file(event.filename), None))
+        key = self._layout.file(event.project, event.filename)
+        metadata_key = self._layout.metadata(event.project, event.filename)
+        self._client.delete(key)
+        self._client.delete(metadata_key)
+        self._downloads.forget(event.filename, key)
+        self._downloads.forget(event.filename + ".metadata", metadata_key)
+
+    # --- downloads -----------------------------------------------------------------------------
+
+    def open(self, record: FileRecord) -> LocalFile | Redirect:
+        with s3_errors(self.name):
+            key = self._layout.file(record.project, record.filename)
+            return self._open(record.filename, key, record.sha256)
+
+    def open_metadata(self, record: FileRecord) -> LocalFile | Redirect:
+        with s3_errors(self.name):
+            if record.metadata_sha256 is None:
+                raise StorageNotFound(f"{record.filename!r} has no metadata file")
+            key = self._layout.metadata(record.project, record.filename)
+            return self._open(record.filename + ".metadata", key, record.metadata_sha256)
+
+    def _open(self, name: str, key: str, sha256: str) -> LocalFile | Redirect:
+        if self.download == "proxy":
+            return self._downloads.local_copy(name, sha256, lambda: self._client.stream(key))
+        url = self._downloads.signed_url(key, lambda: self._presign(key))
+        assert url is not None  # _presign returns a URL or raises
+        return Redirect(url)
+
+    def _presign(self, key: str) -> str:
+        self._client.head(key)  # a missing object is our 404, not a 403 at the client
+        return self._client.presign(key, self._expires)
+
+    # --- rebuild_index -------------------------------------------------------------------------
+
+    def rebuild_index(self) -> RepairReport:
+        """List the bucket, reconcile every manifest with it, abort orphan uploads."""
+        with s3_errors(self.name):
+            return self._rescan.run(self.spool_dir)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _listed(record: FileRecord, manifest: Manifest) -> tuple[Manifest, FileRecord]:
+    """List `record`, unless the file is listed already (an earlier try, another server)."""
+    known = manifest.files.get(record.filename)
+    if known is not None:
+        return manifest, known
+    return manifest.with_file(record), record
+
+
+def _yanked(event: Yank, manifest: Manifest) -> tuple[Manifest, None]:
+    if event.filename not in manifest.files:
+        raise StorageNotFound(f"{event.filename!r} is not stored")
+    return manifest.with_yank(event.filename, event.reason), None
+
+
+_: BackendType = S3Backend  # mypy --strict checks the class against the contract

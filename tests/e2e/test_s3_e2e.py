@@ -1,0 +1,195 @@
+"""The s3 backend through the built pyz on SeaweedFS: twine in, pip and uv out by presigned
+redirects (followed without our credentials) or through the server, the commands, two servers
+on one bucket, and a store that is down, comes back, or refuses the server's credentials."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tomli_w
+from factory import make_sdist
+from factory import make_wheel
+from s3_support import S3Bucket
+from s3_support import S3Gate
+from s3_support import s3_admin_secret
+from s3_support import s3_config
+from s3_support import s3_gate
+from s3_support import start_s3_pyz
+from support import READ
+from support import WRITE
+from support import Live
+from support import ServerProcess
+from support import pip_install
+from support import poll
+from support import run_pyz
+from support import stop
+from support import twine_upload
+from support import uv_install
+from support_upload import upload
+
+
+def output(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout + result.stderr
+
+
+def listed(live: Live, project: str = "demo-pkg") -> str:
+    status, _, body = live.request("GET", f"/simple/{project}/")
+    return body.decode() if status == 200 else ""
+
+
+@pytest.fixture
+def dists(tmp_path: Path) -> list[Path]:
+    folder = tmp_path / "dists"
+    folder.mkdir()
+    return [make_wheel(folder, "demo-pkg", "1.0"), make_sdist(folder, "demo-pkg", "1.0")]
+
+
+@pytest.fixture
+def gate(seaweedfs: S3Bucket) -> Iterator[S3Gate]:
+    with s3_gate(seaweedfs.endpoint_url) as gate:
+        yield gate
+
+
+@pytest.fixture
+def gated_server(
+    pyz: Path, seaweedfs: S3Bucket, gate: S3Gate, tmp_path: Path
+) -> Iterator[ServerProcess]:
+    """A server whose store is reached through `gate` (recorded, and closable)."""
+    config = s3_config(seaweedfs, endpoint_url=gate.endpoint_url)
+    server = start_s3_pyz(pyz, tmp_path / "root", config, s3_admin_secret(seaweedfs))
+    try:
+        yield server
+    finally:
+        stop(server)
+
+
+def test_twine_in_pip_and_uv_out_by_presigned_redirects_without_our_credentials(
+    gated_server: ServerProcess, gate: S3Gate, dists: list[Path], tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    result = twine_upload(gated_server, dists, home)
+    assert result.returncode == 0, output(result)
+    index_url = gated_server.live.index_url(READ)
+    for install, target in ((pip_install, tmp_path / "pip"), (uv_install, tmp_path / "uv")):
+        before = len(gate.seen)
+        result = install(index_url, "demo-pkg==1.0", target, home)
+        assert result.returncode == 0, output(result)
+        assert (target / "demo_pkg").is_dir()
+        presigned = [s for s in gate.seen[before:] if "X-Amz-Signature=" in s.query]
+        assert presigned, f"{install.__name__} did not follow a redirect to the store"
+        # pip and uv drop the index's Basic credentials on the cross-origin redirect.
+        assert all(s.authorization == "" for s in presigned), presigned
+    assert all(s.authorization.startswith("AWS4-HMAC-SHA256 ") for s in gate.seen
+               if "X-Amz-Signature=" not in s.query)  # fmt: skip
+
+
+def test_proxy_mode_streams_the_file_through_the_server(
+    pyz: Path, seaweedfs: S3Bucket, dists: list[Path], tmp_path: Path
+) -> None:
+    config = s3_config(seaweedfs, download="proxy")
+    server = start_s3_pyz(pyz, tmp_path / "root", config, s3_admin_secret(seaweedfs))
+    try:
+        assert upload(server.live, dists[0])[0] == 200
+        status, headers, body = server.live.request("GET", f"/simple/demo-pkg/{dists[0].name}")
+        assert status == 200 and body == dists[0].read_bytes(), (status, headers)
+        result = pip_install(server.live.index_url(READ), "demo-pkg", tmp_path / "t", tmp_path)
+        assert result.returncode == 0, output(result)
+    finally:
+        stop(server)
+
+
+def test_commands_take_the_bucket_as_flags(
+    pyz: Path, s3_pyz_server: ServerProcess, seaweedfs: S3Bucket, dists: list[Path],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    live = s3_pyz_server.live
+    assert upload(live, dists[0])[0] == 200
+    flags = [
+        "--bucket", seaweedfs.bucket, "--endpoint_url", seaweedfs.endpoint_url,
+        "--region", seaweedfs.region, "--root", str(tmp_path / "command-root"),
+    ]  # fmt: skip
+    secret = f"{seaweedfs.access_key}:{seaweedfs.secret_key}"
+    result = run_pyz(pyz, "update_index", "s3", "local", *flags, "--secret", secret)
+    assert result.returncode == 0, output(result)
+    assert result.stdout.splitlines()[-1] == "1 files indexed, 0 changes"
+    yank = run_pyz(pyz, "yank", "s3", "local", "demo-pkg", "1.0", *flags, "--reason", "broken",
+                   "--secret_env", "S3_SECRET", env={"S3_SECRET": secret})  # fmt: skip
+    assert yank.returncode == 0, output(yank)
+    poll(lambda: True if 'data-yanked="broken"' in listed(live) else None, "the yank")
+    delete = run_pyz(pyz, "delete", "s3", "local", "demo-pkg", dists[0].name, *flags,
+                     "--secret", secret)  # fmt: skip
+    assert delete.returncode == 0, output(delete)
+    poll(lambda: True if dists[0].name not in listed(live) else None, "the delete")
+    wrong = run_pyz(pyz, "update_index", "s3", "local", *flags, "--secret", "id:wrong-secret")
+    assert wrong.returncode == 1
+    assert wrong.stderr.startswith("pywharf: repository 'local': S3 refused")
+    assert "wrong-secret" not in output(wrong) and len(wrong.stderr.splitlines()) == 1
+
+
+def test_two_servers_on_one_bucket_see_each_others_uploads(
+    pyz: Path, s3_pyz_server: ServerProcess, seaweedfs: S3Bucket, dists: list[Path],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    second = start_s3_pyz(
+        pyz, tmp_path / "second", s3_config(seaweedfs), s3_admin_secret(seaweedfs)
+    )
+    try:
+        assert upload(s3_pyz_server.live, dists[0])[0] == 200
+        assert dists[0].name in listed(s3_pyz_server.live)  # the receiving one: at once
+        poll(lambda: True if dists[0].name in listed(second.live) else None, "the other server")
+        assert upload(second.live, dists[1])[0] == 200
+        poll(lambda: True if dists[1].name in listed(s3_pyz_server.live) else None, "sync back")
+        assert upload(s3_pyz_server.live, dists[1])[0] == 200  # identical, through the other
+        folder = tmp_path / "impostor"
+        folder.mkdir()
+        impostor = make_wheel(folder, "demo-pkg", "1.0", payload_bytes=77)
+        assert upload(s3_pyz_server.live, impostor)[0] == 409
+        assert upload(second.live, impostor)[0] == 409
+    finally:
+        stop(second)
+
+
+def test_a_store_down_at_start_then_back_needs_no_restart(
+    pyz: Path, seaweedfs: S3Bucket, gate: S3Gate, dists: list[Path], tmp_path: Path
+) -> None:
+    gate.open = False
+    config = s3_config(seaweedfs, endpoint_url=gate.endpoint_url, download="proxy")
+    config += tomli_w.dumps({"files": {"type": "file_system", "read_secret": READ,
+                                       "write_secret": WRITE}})  # fmt: skip
+    server = start_s3_pyz(pyz, tmp_path / "root", config, s3_admin_secret(seaweedfs))
+    try:
+        live = server.live
+        assert live.request("GET", "/simple/")[0] == 200  # up, and serving from memory
+        status, _, body = upload(live, dists[0])
+        assert status == 503, body
+        assert body.decode().count("\n") <= 1 and "repository 'local'" in body.decode()
+        assert upload(live, dists[0], user="files")[0] == 200  # another repository: unaffected
+        gate.open = True
+        poll(lambda: True if upload(live, dists[0])[0] == 200 else None, "the store again")
+        gate.open = False
+        status, _, body = live.request("GET", f"/simple/demo-pkg/{dists[0].name}")
+        assert status == 503, body  # a proxied download needs the store
+        assert listed(live) and dists[0].name in listed(live)  # pages still come from memory
+        assert "Traceback" not in server.output()
+    finally:
+        stop(server)
+
+
+def test_wrong_credentials_are_one_line_naming_the_repository(
+    pyz: Path, seaweedfs: S3Bucket, dists: list[Path], tmp_path: Path
+) -> None:
+    admin = s3_admin_secret(seaweedfs, secret=f"{seaweedfs.access_key}:not-the-secret-42")
+    server = start_s3_pyz(pyz, tmp_path / "root", s3_config(seaweedfs), admin)
+    try:
+        status, _, body = upload(server.live, dists[0])
+        assert status == 503
+        assert "repository 'local': S3 refused" in body.decode()
+        log = server.output()
+        (warning,) = [line for line in log.splitlines() if "S3 refused" in line][:1]
+        assert "repository 'local'" in warning
+        assert "not-the-secret-42" not in log + body.decode()
+    finally:
+        stop(server)

@@ -33,17 +33,19 @@ import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pywharf.auth import Permission
-from pywharf.auth import secret_matches
+from pywharf.auth import permission_of_secret
 from pywharf.backends import BackendType
 from pywharf.backends import IndexUpdate
 from pywharf.backends import LocalFile
 from pywharf.backends import Redirect
 from pywharf.backends import RepairReport
 from pywharf.backends import StagedUpload
+from pywharf.backends.atomic import local_directory
 from pywharf.backends.download_cache import SIGNED_URL_REUSE_SECONDS
 from pywharf.backends.download_cache import DownloadCache
 from pywharf.backends.s3_index import ManifestStore
@@ -66,6 +68,7 @@ from pywharf.clients.sigv4 import S3Location
 from pywharf.clients.sigv4 import SigV4Error
 from pywharf.config import RepositoryConfig
 from pywharf.config import Setting
+from pywharf.config import typed_settings
 from pywharf.errors import ConfigError
 from pywharf.errors import ContentConflict
 from pywharf.errors import DistributionExists
@@ -78,7 +81,7 @@ from pywharf.index import Event
 from pywharf.index import FileRecord
 from pywharf.index import Yank
 
-__all__ = ["S3Backend", "s3_errors"]
+__all__ = ["S3Backend", "S3Settings", "s3_errors"]
 
 log = logging.getLogger("pywharf.backends.s3")
 
@@ -92,12 +95,12 @@ SETTINGS = (
     Setting("prefix", str, "", "Key prefix: the repository's objects live under it."),
     Setting("addressing", str, "auto",
             "'auto' (path-style when endpoint_url is set, else virtual-hosted), 'path' or "
-            "'virtual'."),
+            "'virtual'.", choices=("auto", "path", "virtual")),
     Setting("read_secret", str, "", "Secret that allows downloads (the write secret does too)."),
     Setting("write_secret", str, "", "Secret that allows uploads, yanks and deletes."),
     Setting("download", str, "redirect",
             "'redirect': clients fetch a presigned URL from the store; 'proxy': the server "
-            "streams the file and keeps a verified copy in ROOT."),
+            "streams the file and keeps a verified copy in ROOT.", choices=DOWNLOAD_MODES),
     Setting("presign_expires", int, 300, "Seconds a presigned download URL stays valid.",
             bounds=(1, MAX_PRESIGN_EXPIRES)),
     Setting("max_file_bytes", int, 5 * 1024**3 - 1, "Largest file accepted for upload, in bytes.",
@@ -107,6 +110,23 @@ SETTINGS = (
             bounds=(0, 10**9)),
 )  # fmt: skip
 CONTENT_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """A `type = "s3"` section, checked against `SETTINGS`."""
+
+    bucket: str
+    endpoint_url: str
+    region: str
+    prefix: str
+    addressing: str
+    read_secret: str
+    write_secret: str
+    download: str
+    presign_expires: int
+    max_file_bytes: int
+    sync_index_interval: float
 
 
 def credentials_for(name: str, admin_secret: str | None, environ: Mapping[str, str]) -> Credentials:
@@ -178,22 +198,16 @@ class S3Backend:
         jitter: Callable[[float, float], float] = random.uniform,
         orphan_upload_seconds: float = ORPHAN_UPLOAD_SECONDS,
     ) -> None:
+        self.settings = settings = typed_settings(config, S3Settings)
         self.name = config.name
-        self.max_file_bytes: int = config["max_file_bytes"]
-        self.sync_index_interval: float = config["sync_index_interval"]
-        self._read_secret: str = config["read_secret"]
-        self._write_secret: str = config["write_secret"]
-        self.download: str = config["download"]
-        self._expires: int = config["presign_expires"]
-        if self.download not in DOWNLOAD_MODES:
-            raise ConfigError(
-                f"{config.source}: download must be 'redirect' or 'proxy', not {self.download!r}"
-            )
+        self.max_file_bytes = settings.max_file_bytes
+        self.sync_index_interval = settings.sync_index_interval
+        self.download = settings.download
         try:
-            self._layout = Layout(config["prefix"])
+            self._layout = Layout(settings.prefix)
             location = S3Location(
-                config["bucket"], endpoint_url=config["endpoint_url"], region=config["region"],
-                addressing=config["addressing"],
+                settings.bucket, endpoint_url=settings.endpoint_url, region=settings.region,
+                addressing=settings.addressing,
             )  # fmt: skip
         except (ValueError, SigV4Error) as error:
             raise ConfigError(f"{config.source}: {error}") from None
@@ -203,16 +217,10 @@ class S3Backend:
         self._rescan = Rescan(self._client, self._layout, self._index, clock=clock,
                               orphan_upload_seconds=orphan_upload_seconds)  # fmt: skip
         cache = root / "cache" / config.name
-        self.spool_dir = cache / "spool"
+        self.spool_dir = local_directory(cache / "spool", self.name)
         # A URL is reused for at most half its life, so a client always gets time to use it.
-        reuse = min(SIGNED_URL_REUSE_SECONDS, self._expires / 2)
+        reuse = min(SIGNED_URL_REUSE_SECONDS, settings.presign_expires / 2)
         self._downloads = DownloadCache(cache / "files", reuse_seconds=reuse)
-        try:
-            self.spool_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StorageError(
-                f"repository {self.name!r}: cannot create {error.filename}"
-            ) from None
 
     def __repr__(self) -> str:
         return f"S3Backend({self.name!r}, {self._client!r})"
@@ -220,11 +228,7 @@ class S3Backend:
     # --- auth ----------------------------------------------------------------------------------
 
     def authorize(self, secret: str) -> Permission:
-        if secret_matches(secret, self._write_secret):
-            return Permission.WRITE
-        if secret_matches(secret, self._read_secret):
-            return Permission.READ
-        return Permission.NONE
+        return permission_of_secret(secret, self.settings.read_secret, self.settings.write_secret)
 
     # --- the index -----------------------------------------------------------------------------
 
@@ -324,7 +328,7 @@ class S3Backend:
 
     def _presign(self, key: str) -> str:
         self._client.head(key)  # a missing object is our 404, not a 403 at the client
-        return self._client.presign(key, self._expires)
+        return self._client.presign(key, self.settings.presign_expires)
 
     # --- rebuild_index -------------------------------------------------------------------------
 

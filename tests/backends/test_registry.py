@@ -15,6 +15,7 @@ from pywharf.backends import register_backend
 from pywharf.backends.file_system import FileSystemSettings
 from pywharf.backends.github import GitHubSettings
 from pywharf.backends.memory import MemoryBackend
+from pywharf.backends.s3 import S3Settings
 from pywharf.config import parse_repositories
 from pywharf.errors import ConfigError
 
@@ -67,6 +68,7 @@ def test_a_type_cannot_be_taken_over_or_malformed() -> None:
         ("file_system", FileSystemSettings),
         ("memory", FileSystemSettings),
         ("github", GitHubSettings),
+        ("s3", S3Settings),
     ],
 )
 def test_each_backend_reads_its_table_as_one_frozen_value(

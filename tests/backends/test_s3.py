@@ -369,8 +369,8 @@ def test_proxy_mode_keeps_a_verified_copy(
     [
         ({"prefix": "a/../b"}, "no segment may be empty"),
         ({"prefix": "a//b"}, "no segment may be empty"),
-        ({"download": "stream"}, "download must be 'redirect' or 'proxy'"),
-        ({"addressing": "sideways"}, "addressing is one of"),
+        ({"download": "stream"}, "download: 'stream' is not 'redirect' or 'proxy'"),
+        ({"addressing": "sideways"}, "addressing: 'sideways' is not 'auto' or 'path' or 'virtual'"),
         ({"endpoint_url": "ftp://host"}, "an endpoint URL is http"),
     ],
 )

@@ -30,6 +30,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pywharf.connection import Connection
+from pywharf.connection import parse_head
 from pywharf.dists import check_storable_filename
 from pywharf.dists import normalize_project_name
 from pywharf.dists import parse_filename
@@ -45,8 +47,6 @@ from pywharf.http import prefers_html
 from pywharf.metadata import wheel_metadata
 from pywharf.multipart import NEED_DATA
 from pywharf.multipart import MultipartDecoder
-from pywharf.server import Connection
-from pywharf.server import parse_head
 from tests.factory import make_wheel
 
 SHOWN_FAILURES = 5  # per parser: enough to act on, not a flood

@@ -16,6 +16,7 @@ from typing import Any
 import tomli_w
 
 from pywharf import __version__
+from pywharf.access_log import default_access_log
 from pywharf.backends import Backend
 from pywharf.backends import backend_settings
 from pywharf.backends import create_backend
@@ -29,8 +30,6 @@ from pywharf.errors import ConfigError
 from pywharf.errors import PywharfError
 from pywharf.repository import Repository
 from pywharf.server import Server
-from pywharf.server import TLSContext
-from pywharf.server import default_access_log
 from pywharf.server import serve
 from pywharf.service import Service
 from pywharf.settings import COMMANDS
@@ -45,6 +44,7 @@ from pywharf.settings import flag_spelling
 from pywharf.settings import help_text
 from pywharf.settings import parse_flags
 from pywharf.settings import variable_spelling
+from pywharf.tls import TLSContext
 
 __all__ = ["main"]
 

@@ -46,8 +46,8 @@ def keep_alive(live: Live, stack: ExitStack) -> socket.socket:
 @pytest.fixture
 def quick_parking(monkeypatch: pytest.MonkeyPatch) -> None:
     """Park after 50 ms of silence and check idle timeouts every 50 ms."""
-    monkeypatch.setattr("pywharf.server.LINGER_SECONDS", 0.05)
-    monkeypatch.setattr("pywharf.server.SWEEP_SECONDS", 0.05)
+    monkeypatch.setattr("pywharf.connection.LINGER_SECONDS", 0.05)
+    monkeypatch.setattr("pywharf.idle.SWEEP_SECONDS", 0.05)
 
 
 def test_a_connection_over_the_cap_gets_503_and_the_server_keeps_serving(
@@ -96,7 +96,7 @@ def closed_by_server(sock: socket.socket) -> bool:
 def test_idle_connections_close_sooner_when_busy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pywharf.server.IDLE_TIMEOUT_SECONDS", 600.0)
+    monkeypatch.setattr("pywharf.connection.IDLE_TIMEOUT_SECONDS", 600.0)
     monkeypatch.setattr("pywharf.server.BUSY_IDLE_TIMEOUT_SECONDS", 0.3)
     with serving(tmp_path, max_connections=4) as (server, live), ExitStack() as stack:
         first = keep_alive(live, stack)

@@ -105,7 +105,7 @@ def test_twenty_slow_senders_do_not_delay_a_normal_request(live_server: Live) ->
 def test_slow_senders_are_cut_off_at_the_head_deadline(
     live_server: Live, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pywharf.server.HEAD_TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr("pywharf.connection.HEAD_TIMEOUT_SECONDS", 1.0)
     with slow_clients(live_server) as clients:
         deadline = time.monotonic() + 4
         while any(c.dropped_after is None for c in clients) and time.monotonic() < deadline:
@@ -118,7 +118,7 @@ def test_slow_senders_are_cut_off_at_the_head_deadline(
 def test_an_idle_keep_alive_connection_is_closed(
     live_server: Live, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pywharf.server.IDLE_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr("pywharf.connection.IDLE_TIMEOUT_SECONDS", 0.5)
     with raw_connect(live_server, timeout=5) as sock:
         sock.sendall(get_head())
         assert read_response(sock)[0] == 200

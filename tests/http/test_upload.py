@@ -426,7 +426,7 @@ def test_a_cut_off_body_stores_nothing_and_leaves_no_spool_file(
 def test_a_client_that_stops_sending_is_dropped_and_cleaned_up(
     live_server: Live, before: set[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pywharf.server.BODY_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr("pywharf.connection.BODY_TIMEOUT_SECONDS", 0.5)
     data = make_sdist_bytes(300_000)
     filename = "demo_pkg-1.0.tar.gz"
     body, content_type = multipart_body(upload_form(filename, data), (filename, data))

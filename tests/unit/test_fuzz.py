@@ -24,6 +24,8 @@ from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
 from benchmarks import fuzz as long_fuzz
+from pywharf.connection import Connection
+from pywharf.connection import parse_head
 from pywharf.dists import Distribution
 from pywharf.dists import check_storable_filename
 from pywharf.dists import normalize_project_name
@@ -42,8 +44,6 @@ from pywharf.http import parse_range
 from pywharf.http import prefers_html
 from pywharf.metadata import wheel_metadata
 from pywharf.multipart import parse_boundary
-from pywharf.server import Connection
-from pywharf.server import parse_head
 
 T = TypeVar("T")
 FUZZ = settings(

@@ -1,0 +1,326 @@
+"""A connection's bytes: a bounded read of a request head and body, and an answer written back.
+
+Requests are parsed here with our own small reader instead of `BaseHTTPRequestHandler`: the
+stdlib parses headers through the `email` package, which dominates the cost of a cached page,
+and it cannot bound the time a client takes to send its headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import struct
+import time
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl
+from urllib.parse import unquote
+
+from pywharf.errors import HeadersTooLarge
+from pywharf.errors import MalformedRequest
+from pywharf.errors import PywharfError
+from pywharf.http import FileBody
+from pywharf.http import Request
+from pywharf.http import Response
+from pywharf.http import StreamBody
+from pywharf.http import parse_byte_count
+
+__all__ = [
+    "BODY_TIMEOUT_SECONDS",
+    "HEAD_TIMEOUT_SECONDS",
+    "IDLE_TIMEOUT_SECONDS",
+    "Closed",
+    "Connection",
+    "Idle",
+    "RequestBody",
+    "head_bytes",
+    "http_now",
+    "parse_head",
+    "send",
+    "timeval",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers together; more is a 431
+IDLE_TIMEOUT_SECONDS = 30.0  # a keep-alive connection waiting for its next request
+# A handler thread waits this long for a connection's next request before parking it in
+# `IdleConnections`: back-to-back requests (wrk, a pip download burst) keep their thread and
+# pay nothing; a pool connection left idle gives its thread back after a second.
+LINGER_SECONDS = 1.0
+HEAD_TIMEOUT_SECONDS = 10.0  # from a request's first byte to the end of its headers
+BODY_TIMEOUT_SECONDS = 60.0  # silence while a body is being sent
+RECV_BYTES = 256 * 1024  # one read of a body
+# One read of a head. Most heads are under 1 KiB; asking the kernel for 256 KiB made every
+# request allocate (and shrink) 256 KiB, which grew malloc's per-thread arenas by megabytes.
+HEAD_RECV_BYTES = 16 * 1024
+TLS_FILE_CHUNK_BYTES = 256 * 1024  # a file sent over TLS is read and encrypted in these
+_UNSAFE_IN_HEADER = re.compile(r"[\r\n\x00]")
+
+
+def _reason_phrase(status: int) -> str:
+    """The standard phrase (RFC 9110 section 15), never "Unknown": 303, 429, 507 included."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Status"
+
+
+class Closed(Exception):
+    """The peer went away or timed out: drop the connection without an answer."""
+
+
+class TimedOut(Closed):
+    """A read's time limit passed."""
+
+
+class Idle(Exception):
+    """No request came within the linger time: park the connection and free its thread."""
+
+    def __init__(self, since: float) -> None:
+        super().__init__()
+        self.since = since
+
+
+def timeval(seconds: float) -> bytes:
+    """A `struct timeval` for SO_RCVTIMEO / SO_SNDTIMEO (at least 1 ms: 0 means forever)."""
+    whole, fraction = divmod(max(seconds, 0.001), 1.0)
+    return struct.pack("@ll", int(whole), int(fraction * 1_000_000))
+
+
+class Connection:
+    """A buffered reader over one socket, with the head's size and time bounded."""
+
+    def __init__(self, sock: socket.socket, tls: bool = False) -> None:
+        # A blocking socket whose timeouts the kernel keeps (SO_RCVTIMEO / SO_SNDTIMEO):
+        # socket.settimeout() makes every recv and send a poll() plus the call, two GIL
+        # hand-offs instead of one, which doubled the CPU of a cached page under 64
+        # connections.
+        sock.settimeout(None)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval(BODY_TIMEOUT_SECONDS))
+        self.sock = sock
+        self.tls = tls
+        self.buffer = bytearray()
+        self._timeout = -1.0
+        # A TLS connection is never parked (its decrypted bytes may wait inside OpenSSL, out
+        # of the selector's sight): it keeps its thread for the whole idle timeout.
+        self.linger = IDLE_TIMEOUT_SECONDS if tls else LINGER_SECONDS
+
+    def _receive(self, size: int, timeout: float) -> bytes:
+        if timeout <= 0:
+            raise Closed
+        if timeout != self._timeout:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(timeout))
+            self._timeout = timeout
+        try:
+            data = self.sock.recv(size)
+        except BlockingIOError:  # SO_RCVTIMEO passed (EAGAIN)
+            raise TimedOut from None
+        except OSError:
+            raise Closed from None
+        if not data:
+            raise Closed
+        return data
+
+    def _fill(self, timeout: float) -> None:
+        self.buffer += self._receive(HEAD_RECV_BYTES, timeout)
+
+    def read_head(self) -> bytes:
+        """The request line and headers; the clock starts at the first byte."""
+        if not self.buffer:
+            self._await_request()
+        deadline = time.monotonic() + HEAD_TIMEOUT_SECONDS
+        while True:
+            end = self.buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
+            if end >= 0:
+                head = bytes(self.buffer[:end])
+                del self.buffer[: end + 4]
+                return head
+            if len(self.buffer) > MAX_HEAD_BYTES:
+                raise HeadersTooLarge(f"the request headers are over {MAX_HEAD_BYTES} bytes")
+            self._fill(deadline - time.monotonic())  # a slow sender is cut off at the deadline
+
+    def _await_request(self) -> None:
+        """Wait a little for the next request; `Idle` hands the rest of the wait over."""
+        since = time.monotonic()
+        try:
+            self._fill(min(self.linger, IDLE_TIMEOUT_SECONDS))
+        except TimedOut:
+            raise Idle(since) from None
+
+    def read(self, size: int) -> bytes:
+        if not self.buffer:
+            return self._receive(min(size, RECV_BYTES), BODY_TIMEOUT_SECONDS)  # no extra copy
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+
+class RequestBody:
+    """The request body: exactly Content-Length bytes; sends `100 Continue` on first read."""
+
+    def __init__(self, connection: Connection, length: int, expect_continue: bool) -> None:
+        self._connection = connection
+        self.remaining = length
+        self._expect_continue = expect_continue
+
+    def read(self, size: int) -> bytes:
+        if self.remaining <= 0:
+            return b""
+        if self._expect_continue:
+            self._expect_continue = False
+            self._connection.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        try:
+            data = self._connection.read(min(size, self.remaining))
+        except Closed:
+            return b""  # the caller reports the cut-off body
+        self.remaining -= len(data)
+        return data
+
+
+def parse_head(head: bytes, connection: Connection) -> tuple[Request, bool]:
+    """A `Request` and whether the connection may be kept alive after it."""
+    try:
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ")
+    except ValueError:
+        raise MalformedRequest("the request line is not 'METHOD target HTTP/1.1'") from None
+    if not version.startswith("HTTP/1."):
+        raise MalformedRequest(f"unsupported protocol {version!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            raise MalformedRequest(f"malformed header line {line[:60]!r}")
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+    path, _, query = target.partition("?")
+    length = _content_length(headers)
+    connection_header = headers.get("connection", "").lower()
+    keep_alive = "close" not in connection_header and (
+        version == "HTTP/1.1" or "keep-alive" in connection_header
+    )
+    expect = headers.get("expect", "").lower() == "100-continue"
+    request = Request(
+        method=method,
+        path=unquote(path),
+        query=dict(parse_qsl(query, keep_blank_values=True)),
+        headers=headers,
+        body=RequestBody(connection, length or 0, expect),
+        content_length=length,
+    )
+    return request, keep_alive and "transfer-encoding" not in headers
+
+
+def _content_length(headers: dict[str, str]) -> int | None:
+    if "transfer-encoding" in headers:
+        return None  # chunked bodies are refused by the routes that take a body
+    value = headers.get("content-length")
+    if value is None:
+        return 0
+    length = parse_byte_count(value)
+    if length is None:
+        raise MalformedRequest(f"Content-Length {value[:60]!a} is not a byte count")
+    return length
+
+
+def head_bytes(response: Response, method: str, keep_alive: bool) -> bytes:
+    reason = response.reason or _reason_phrase(response.status)
+    lines = [f"HTTP/1.1 {response.status} {reason}"]
+    # No header value may end its line early (response splitting); none is beyond Latin-1.
+    lines += [f"{name}: {_UNSAFE_IN_HEADER.sub('', value)}" for name, value in response.headers]
+    if response.status != 304 and not any(n == "Content-Length" for n, _ in response.headers):
+        lines.append(f"Content-Length: {response.length}")
+    lines.append(f"Date: {http_now()}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+
+
+_date_cache: list[Any] = [0, ""]
+
+
+def http_now() -> str:
+    """The Date header, formatted once a second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[:] = [now, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))]
+    return str(_date_cache[1])
+
+
+def send(connection: Connection, response: Response, method: str, keep_alive: bool) -> None:
+    sock = connection.sock
+    head = head_bytes(response, method, keep_alive)
+    body = response.body
+    if isinstance(body, StreamBody):
+        _send_stream(sock, head, body, send_body=method != "HEAD" and response.status != 304)
+    elif method == "HEAD" or response.status == 304:
+        sock.sendall(head)
+    elif connection.tls:
+        _send_encrypted(sock, head, body)
+    elif isinstance(body, FileBody):
+        sock.sendall(head)
+        _send_file(sock, body)
+    else:
+        _send_together(sock, head, body)
+
+
+def _send_file(sock: socket.socket, body: FileBody) -> None:
+    """Zero-copy with os.sendfile. Not socket.sendfile(): it builds a poll selector per call,
+    which cost more than a small wheel's whole transfer; our socket blocks (kernel timeouts)."""
+    descriptor = os.open(body.path, os.O_RDONLY)
+    try:
+        offset, remaining = body.offset, body.length
+        while remaining:
+            sent = os.sendfile(sock.fileno(), descriptor, offset, remaining)
+            if sent == 0:  # the file shrank under us: the client sees a short body
+                raise Closed
+            offset += sent
+            remaining -= sent
+    finally:
+        os.close(descriptor)
+
+
+def _send_stream(sock: socket.socket, head: bytes, body: StreamBody, send_body: bool) -> None:
+    """A body made while sent; if making it fails the client gets a short body, never a
+    complete wrong one (the head has gone out: no error answer is possible any more)."""
+    try:
+        sock.sendall(head)
+        for chunk in body.chunks if send_body else ():
+            sock.sendall(chunk)
+    except PywharfError as error:
+        log.warning("response cut off: %s", error)
+        raise Closed from None
+    finally:
+        body.close()
+
+
+def _send_encrypted(sock: socket.socket, head: bytes, body: bytes | FileBody) -> None:
+    """Over TLS neither sendfile nor sendmsg applies: the bytes pass through OpenSSL."""
+    if not isinstance(body, FileBody):
+        sock.sendall(head + body)
+        return
+    sock.sendall(head)
+    with open(body.path, "rb") as file:
+        file.seek(body.offset)
+        remaining = body.length
+        while remaining:
+            chunk = file.read(min(TLS_FILE_CHUNK_BYTES, remaining))
+            if not chunk:  # the file shrank under us: the client sees a short body
+                raise Closed
+            sock.sendall(chunk)
+            remaining -= len(chunk)
+
+
+def _send_together(sock: socket.socket, head: bytes, body: bytes) -> None:
+    """Head and body in one gathered write: no Nagle/delayed-ACK stall between two sends,
+    and no copy of a large page into a new `head + body`."""
+    sent = sock.sendmsg([head, body])
+    if sent < len(head):
+        sock.sendall(head[sent:])
+        sent = len(head)
+    if sent - len(head) < len(body):
+        with memoryview(body) as view:
+            sock.sendall(view[sent - len(head) :])

@@ -35,12 +35,14 @@ class Route(Generic[H]):
     """One row: where, which methods, who answers, and what the credentials must grant.
 
     `permission` None: the route is public, or its handler checks credentials itself.
+    `audit`: the audit log's action for its changing methods (`{action}`: the path's).
     """
 
     pattern: str
     methods: tuple[str, ...]
     handler: H
     permission: Permission | None
+    audit: str | None = None
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,8 @@ class _Handler(BaseHTTPRequestHandler):
             issuer.jwks_fetches += 1
             self._json(200, issuer.jwks())
         elif parts.path == "/id-token":
-            if self.headers.get("Authorization", "").lower() != f"bearer {issuer.request_token}":
+            scheme, _, credential = self.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or credential != issuer.request_token:
                 self._json(401, {"message": "bad request token"})
                 return
             audience = parse_qs(parts.query).get("audience", ["pywharf"])[0]

@@ -238,3 +238,12 @@ def test_a_minted_token_lasts_fifteen_minutes_in_its_repository_only(issuer: Iss
     now[0] += 15 * 60 + 1
     with pytest.raises(AuthenticationRequired, match="expired"):
         trusted.grant(minted.token, "team")
+
+
+def test_no_repository_can_be_named_like_a_route_of_the_server() -> None:
+    """In `/<repo>/simple/` a literal first segment wins: such a repository would be unreachable."""
+    from pywharf.app import ROUTES
+    from pywharf.config import RESERVED_NAMES
+
+    literal = {r.pattern.split("/")[1] for r in ROUTES.routes if not r.pattern.startswith("/{")}
+    assert literal - {""} <= RESERVED_NAMES

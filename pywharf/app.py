@@ -5,17 +5,21 @@ Handlers raise; `error_response` is the one place an exception becomes an HTTP a
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Protocol
 from urllib.parse import quote
 from urllib.parse import urlencode
 
 from pywharf import ops
 from pywharf import web
+from pywharf.audit import AuditLog
+from pywharf.audit import client_address
 from pywharf.auth import FailureThrottle
 from pywharf.auth import Permission
 from pywharf.backends import LocalFile
@@ -43,6 +47,7 @@ from pywharf.http import parse_basic_auth
 from pywharf.http import parse_http_date
 from pywharf.http import parse_range
 from pywharf.http import prefers_html
+from pywharf.http import read_body
 from pywharf.http import read_form
 from pywharf.http import read_form_fields
 from pywharf.login import login_form
@@ -51,6 +56,7 @@ from pywharf.login import logout
 from pywharf.login import submit_login
 from pywharf.metrics import Metrics
 from pywharf.pages import Page
+from pywharf.repository import SECRET_GRANTS
 from pywharf.repository import FileDownload
 from pywharf.repository import Repository
 from pywharf.routes import Match
@@ -60,6 +66,9 @@ from pywharf.session import SESSION_COOKIE
 from pywharf.session import Session
 from pywharf.session import SessionKeys
 from pywharf.session import parse_cookies
+from pywharf.tokens import MINTED_PREFIX
+from pywharf.tokens import Grant
+from pywharf.trusted import TrustedPublishing
 from pywharf.upload import Spools
 from pywharf.upload import receive_upload
 
@@ -99,8 +108,22 @@ def _reason(message: str) -> str:
     return line.encode("latin-1", "replace").decode("latin-1")[:200]
 
 
-def error_response(error: BaseException) -> Response:
-    """Turn an exception into the response that answers it; the only place that does."""
+def _json(status: int, document: dict[str, object]) -> Response:
+    body = json.dumps(document).encode()
+    return Response(status, [("Content-Type", "application/json"), ("Cache-Control", "no-store")],
+                    body)  # fmt: skip
+
+
+def error_response(error: BaseException, as_json: bool = False) -> Response:
+    """Turn an exception into the response that answers it; the only place that does.
+
+    `as_json`: the OIDC endpoints answer `{"message": ...}`, as PyPI's do (uv shows it).
+    """
+    if isinstance(error, RequestError) and as_json:
+        response = _json(error.status, {"message": str(error)})
+        response.headers += list(error.headers)
+        response.close = error.close_connection
+        return response
     if isinstance(error, RequestError):
         response = _text(error.status, str(error), error.headers)
         response.close = error.close_connection
@@ -124,6 +147,15 @@ def _redirect(location: str, status: int = 301) -> Response:
     return Response(status, [("Location", location), ("Content-Length", "0")], b"")
 
 
+@dataclass
+class AuditNote:
+    """What the audit line of a request says, filled in as authorization and handler learn it."""
+
+    repository: str = ""
+    actor: str = "anonymous"
+    target: str = ""
+
+
 @dataclass(frozen=True)
 class Call:
     """A request as its handler sees it: path parameters and credentials, parsed once."""
@@ -132,6 +164,27 @@ class Call:
     params: Mapping[str, str]
     credentials: tuple[str, str] | None  # RFC 7617 user and password
     authorized: Repository | None  # the repository the route's permission was granted on
+    grant: Grant | None = None  # what the credentials may do there
+    note: AuditNote = field(default_factory=AuditNote)
+
+    @property
+    def prefix(self) -> str:
+        """`/<repo>` for a path URL, '' for the username-selects-repository form."""
+        repo = self.params.get("repo")
+        return f"/{quote(repo)}" if repo else ""
+
+    def sees(self, project: str) -> bool:
+        """Whether the grant's project scope shows `project` (outside it: as if absent)."""
+        return self.grant is None or self.grant.covers(project)
+
+    def require(self, action: str, project: str) -> None:
+        """403 unless the grant may do `action` to `project` (a normalized name)."""
+        grant = self.grant
+        if grant is None or not grant.can(action):
+            actor = grant.actor if grant else "this session"
+            raise Forbidden(f"{actor} may not {action} in {self.repository.name!r}")
+        if not grant.covers(project):
+            raise Forbidden(f"{grant.actor} may not {action} {project!a}: outside its projects")
 
     @property
     def repository(self) -> Repository:
@@ -157,6 +210,9 @@ class App:
         initializer: Initializer | None = None,
         sessions: SessionKeys | None = None,
         metrics_secret: str = "",
+        audit: AuditLog | None = None,
+        trusted: TrustedPublishing | None = None,
+        trusted_proxies: frozenset[str] = frozenset(),
     ) -> None:
         self.repositories = dict(repositories)  # replaced whole, never changed in place
         self.extra_index_url = extra_index_url.rstrip("/") + "/" if extra_index_url else ""
@@ -166,6 +222,9 @@ class App:
         self.throttle = FailureThrottle()  # shared by every repository: guessers move on
         self.metrics = Metrics()
         self.metrics_secret = metrics_secret
+        self.audit = audit
+        self.trusted = trusted
+        self.trusted_proxies = trusted_proxies
         # The server tells how many connections it holds (the app does not know the server).
         self.open_connections: Callable[[], int] = lambda: 0
 
@@ -177,44 +236,107 @@ class App:
             route = found.route.pattern
             response = self._dispatch(request, found)
         except Exception as error:  # the one place a failure becomes an answer
-            response = error_response(error)
+            response = error_response(error, as_json=route.startswith("/_/oidc/"))
         self.metrics.request(route, response.status, time.perf_counter() - started)
         return response
 
     def _dispatch(self, request: Request, found: Match[Handler]) -> Response:
         credentials = parse_basic_auth(request.header("authorization"))
-        needed = found.route.permission
-        repository = None if needed is None else self.authorized(request, credentials, needed)
-        return found.route.handler(self, Call(request, found.params, credentials, repository))
+        route, note = found.route, AuditNote()
+        action = _audited(route, found.params, request.method)
+        try:
+            repository = grant = None
+            if route.permission is not None:
+                repository, grant = self._authorize(
+                    request, credentials, route.permission, found.params.get("repo"), note
+                )
+            call = Call(request, found.params, credentials, repository, grant, note)
+            response = route.handler(self, call)
+        except Exception as error:
+            if action:
+                self._audit(action, request, found.params, note, getattr(error, "status", 500))
+            raise
+        if action:
+            self._audit(action, request, found.params, note, response.status)
+        return response
+
+    def _audit(
+        self, action: str, request: Request, params: Mapping[str, str], note: AuditNote,
+        status: int,
+    ) -> None:  # fmt: skip
+        if self.audit is None:
+            return
+        target = note.target or "/".join(
+            params[k] for k in ("project", "target", "filename") if k in params
+        )
+        outcome = "ok" if status < 400 else "refused" if status < 500 else "failed"
+        client = self.client_of(request)
+        self.audit.record(action, note.repository, note.actor, target, outcome, client,
+                          status=status)  # fmt: skip
+
+    def client_of(self, request: Request) -> str:
+        """The client's address; `X-Forwarded-For` only from a `--trusted_proxy`."""
+        forwarded = request.header("x-forwarded-for") if self.trusted_proxies else None
+        return client_address(request.client, forwarded, self.trusted_proxies)
 
     # --- authorization -----------------------------------------------------------------------
 
-    def authorized(
+    def authorize(
         self, request: Request, credentials: tuple[str, str] | None, needed: Permission
-    ) -> Repository:
-        """The repository named by the credentials; 401 before any lookup, so nothing leaks."""
-        if credentials is None:
-            return self._from_session(request, needed)
-        user, secret = credentials
-        repository = self.repositories.get(user.lower())
-        granted = self._permission(request.client, repository, secret, needed)
-        if repository is None or granted < Permission.READ:
-            raise AuthenticationRequired("Unknown repository or wrong secret", _REALM)
-        if granted < needed:
-            raise Forbidden(f"This secret of {repository.name!r} can read but not upload or change")
-        return repository
+    ) -> tuple[Repository, Grant]:
+        """The repository named by the credentials and what they may do there; 401 before any
+        lookup, so nothing leaks."""
+        return self._authorize(request, credentials, needed, None, AuditNote())
 
-    def _permission(
+    def _authorize(
+        self,
+        request: Request,
+        credentials: tuple[str, str] | None,
+        needed: Permission,
+        path_repository: str | None,
+        note: AuditNote,
+    ) -> tuple[Repository, Grant]:
+        """The repository (from the path, else the Basic username) and what the password may
+        do there; 401 before any lookup, 403 for a valid credential without the right."""
+        if credentials is None:
+            own = self._from_session(request, needed, note)
+            if path_repository is not None and path_repository.lower() != own.name:
+                raise AuthenticationRequired("this session is for another repository", _REALM)
+            return own, SECRET_GRANTS[Permission.READ]
+        user, secret = credentials
+        # A path URL names the repository, so the username is free: `__token__` works (twine,
+        # uv, poetry and gh-action-pypi-publish send it with a token).
+        repository = self.repositories.get((path_repository or user).lower())
+        note.repository = repository.name if repository else ""
+        note.actor = "unauthenticated"
+        grant = self._grant(request.client, repository, secret, needed)
+        if repository is None or grant is None:
+            raise AuthenticationRequired("Unknown repository or wrong secret", _REALM)
+        note.actor = grant.actor
+        if needed is Permission.READ and not grant.can("read"):
+            raise Forbidden(f"{grant.actor} of {repository.name!r} may not read")
+        if needed is Permission.WRITE and not grant.rights - {"read"}:
+            raise Forbidden(f"This secret of {repository.name!r} can read but not upload or change")
+        return repository, grant
+
+    def _grant(
         self, client: str, repository: Repository | None, secret: str, needed: Permission
-    ) -> Permission:
-        """The secret's permission; a failure counts against the client and the repository."""
+    ) -> Grant | None:
+        """The credential's grant; a failure counts against the client and the repository.
+
+        The throttle comes first, so a guesser is refused before any token is looked up.
+        """
         name = repository.name if repository else ""
         self.throttle.check(client, name)
-        granted = repository.permission(secret, needed) if repository else Permission.NONE
-        if granted < Permission.READ:
+        grant = None
+        if repository is not None and secret.startswith(MINTED_PREFIX):
+            grant = self.trusted.grant(secret, repository.name) if self.trusted else None
+        elif repository is not None:
+            grant = repository.grant(secret, needed)
+        if grant is None:
             self.throttle.failed(client, name)
             self.metrics.auth_failed()
-        return granted
+        return grant
 
     def session(self, request: Request) -> Session | None:
         """The browser's valid session, for a repository configured as when it was issued."""
@@ -225,11 +347,16 @@ class App:
             return None  # reconfigured since the login: its secrets may have changed
         return session
 
-    def _from_session(self, request: Request, needed: Permission) -> Repository:
+    def _from_session(
+        self, request: Request, needed: Permission, note: AuditNote | None = None
+    ) -> Repository:
         """A browser's session: it reads through every route, and changes only through the web
         pages' guarded forms (`pywharf.web`); a browser without one goes to the login page."""
         session = self.session(request)
         repository = self.repositories.get(session.repository) if session else None
+        if note is not None and session is not None and repository is not None:
+            note.repository = repository.name
+            note.actor = SECRET_GRANTS[min(session.permission, Permission.WRITE)].actor
         if repository is not None and needed is Permission.READ:
             return repository
         if self.sessions and request.method == "GET" and prefers_html(request.header("accept")):
@@ -241,13 +368,24 @@ class App:
 
     # --- login and /initialize/ --------------------------------------------------------------
 
-    def _login_check(self, client: str) -> Callable[[str, str], tuple[Permission, str]]:
-        """The permission of a login, and the configuration it was granted under."""
+    def _login_check(
+        self, client: str, note: AuditNote
+    ) -> Callable[[str, str], tuple[Permission, str]]:
+        """The permission of a login, and the configuration it was granted under.
+
+        Repository secrets only: a session carries no project scope, so a token cannot log in.
+        """
 
         def check(name: str, secret: str) -> tuple[Permission, str]:
             repository = self.repositories.get(name)
-            granted = self._permission(client, repository, secret, Permission.READ)
-            return granted, repository.epoch if repository else ""
+            note.repository, note.target = (repository.name if repository else ""), name[:64]
+            grant = self._grant(client, repository, secret, Permission.READ)
+            if grant is None or repository is None or not grant.actor.startswith("secret:"):
+                note.actor = "unauthenticated"
+                return Permission.NONE, ""
+            note.actor = grant.actor
+            granted = Permission.WRITE if grant.can("upload") else Permission.READ
+            return granted, repository.epoch
 
         return check
 
@@ -259,7 +397,8 @@ class App:
     def login_page(self, call: Call) -> Response:
         keys = self._session_keys()
         if call.request.method == "POST":
-            return submit_login(call.request, keys, self._login_check(call.request.client))
+            check = self._login_check(call.request.client, call.note)
+            return submit_login(call.request, keys, check)
         return login_form(call.request, keys)
 
     def logout_page(self, call: Call) -> Response:
@@ -269,6 +408,7 @@ class App:
         """The original's run-time reconfiguration, now authorized (see Service)."""
         if self.initializer is None:
             raise NotFound("this server cannot be re-initialized")
+        call.note.actor = "initialize-secret" if call.credentials else "anonymous"
         self.initializer.authorize_initialize(call.credentials[1] if call.credentials else None)
         fields = read_form_fields(call.request)
         if not fields.get("config"):
@@ -283,17 +423,19 @@ class App:
 
     def root_page(self, call: Call) -> Response:
         media = _media(call.request)
-        page = call.repository.root_page(media == JSON)
+        page = call.repository.root_page(media == JSON, call.grant)
         return _page_response(call.request, page, media, call.repository.name)
 
     def to_project_page(self, call: Call) -> Response:
         """One hop to the canonical URL: the trailing slash, the normalized name (PEP 503)."""
-        return _redirect(f"/simple/{quote(call.project())}/{_query(call.request)}")
+        return _redirect(f"{call.prefix}/simple/{quote(call.project())}/{_query(call.request)}")
 
     def project_page(self, call: Call) -> Response:
         name = call.project()
         if name != call.params["project"]:
             return self.to_project_page(call)
+        if not call.sees(name):  # outside a token's scope: as if it did not exist
+            raise NotFound(f"project {name!a} is not in repository {call.repository.name!r}")
         media = _media(call.request)
         page = call.repository.project_page(name, media == JSON)
         if page is None and self.extra_index_url and not call.repository.holds(name):
@@ -308,6 +450,8 @@ class App:
     # --- files -------------------------------------------------------------------------------
 
     def file(self, call: Call) -> Response:
+        if not call.sees(call.project()):
+            raise NotFound(f"{call.params['filename']!a} is not in project {call.project()!a}")
         download = call.repository.download(call.project(), call.params["filename"])
         if isinstance(download.target, Redirect):
             headers = [("Location", download.target.url), ("Content-Length", "0")]
@@ -326,15 +470,18 @@ class App:
     # --- management: yank, un-yank, delete ---------------------------------------------------
 
     def yank(self, call: Call) -> Response:
+        call.require("yank", call.project())
         reason = read_form(call.request).get("reason", "")
         changed = call.repository.yank(call.project(), call.params["target"], reason, call.secret)
         return _changed(call, "yank", changed)
 
     def unyank(self, call: Call) -> Response:
+        call.require("yank", call.project())
         changed = call.repository.yank(call.project(), call.params["target"], None, call.secret)
         return _changed(call, "unyank", changed)
 
     def delete(self, call: Call) -> Response:
+        call.require("delete", call.project())
         changed = call.repository.delete(call.project(), call.params["filename"], call.secret)
         return _changed(call, "files", changed)
 
@@ -346,12 +493,51 @@ class App:
         with receive_upload(
             call.request, limits.spool_dir, limits.max_file_bytes, self.spools
         ) as upload:
+            call.note.target = upload.record.filename
+            call.require("upload", upload.record.project)
             record = repository.store(upload, call.secret)
         self.metrics.uploaded(record.size)
         log.info("stored %s in %s", record.filename, repository.name)
         response = _text(200, f"OK: {record.filename}")
         response.user = repository.name
         return response
+
+    # --- trusted publishing ------------------------------------------------------------------
+
+    def _trusted(self) -> TrustedPublishing:
+        if self.trusted is None:
+            raise NotFound("trusted publishing is not enabled on this server")
+        return self.trusted
+
+    def oidc_audience(self, call: Call) -> Response:
+        return _json(200, {"audience": self._trusted().audience})
+
+    def mint_token(self, call: Call) -> Response:
+        """PyPI's mint endpoint: an OIDC identity token in, a 15-minute upload token out."""
+        trusted = self._trusted()
+        client = call.request.client
+        self.throttle.check(client, "")
+        body = read_body(call.request, MAX_MINT_BODY_BYTES)
+        try:
+            minted = trusted.mint(body, self.repositories.values())
+        except RequestError as error:
+            if error.status == 422:
+                self.throttle.failed(client, "")
+                self.metrics.auth_failed()
+            raise
+        call.note.repository, call.note.actor = minted.repository, minted.actor
+        return _json(200, {"success": True, "token": minted.token, "expires": minted.expires})
+
+
+# A JWT is about 1.2 KiB; 64 KiB leaves room and keeps a 1 MB header out (413).
+MAX_MINT_BODY_BYTES = 64 * 1024
+
+
+def _audited(route: Route[Handler], params: Mapping[str, str], method: str) -> str | None:
+    """The audit action of a request, if its route changes something (reads are not logged)."""
+    if route.audit is None or method in ("GET", "HEAD"):
+        return None
+    return params.get("action", route.audit) if route.audit == "{action}" else route.audit
 
 
 def _to_slash(app: App, call: Call) -> Response:
@@ -361,9 +547,39 @@ def _to_slash(app: App, call: Call) -> Response:
 Handler = Callable[[App, Call], Response]
 _READ = ("GET", "HEAD")
 _POST = ("POST",)
-# The one route table: pattern, methods, handler, the permission the credentials must grant.
-# 404 and 405 depend on the path alone; every route that could reveal a project authenticates
-# (401) before its handler looks anything up.
+# A repository named in the path (`/<repo>/simple/`): the rows below the literal ones, so a
+# literal first segment (`simple`, `api`, ...) always wins (config.RESERVED_NAMES).
+_REPO = "/{repo}"
+_W = Permission.WRITE
+
+
+def _repository_routes(prefix: str) -> list[Route[Handler]]:
+    """The package API, under `prefix` ('' or `/{repo}`)."""
+    return [
+        Route(f"{prefix}/simple", _READ, _to_slash, None),
+        # Never redirect an upload: twine treats a 3xx as a failure.
+        Route(f"{prefix}/simple", _POST, App.upload, _W, "upload"),
+        Route(f"{prefix}/simple/", _READ, App.root_page, Permission.READ),
+        Route(f"{prefix}/simple/", _POST, App.upload, _W, "upload"),
+        Route(f"{prefix}/simple/{{project}}", _READ, App.to_project_page, Permission.READ),
+        Route(f"{prefix}/simple/{{project}}/", _READ, App.project_page, Permission.READ),
+        Route(f"{prefix}/simple/{{project}}/{{filename}}", _READ, App.file, Permission.READ),
+        # `/legacy/` is PyPI's upload URL; twine and uv users often copy it.
+        Route(f"{prefix}/legacy", _READ, _to_slash, None),
+        Route(f"{prefix}/legacy", _POST, App.upload, _W, "upload"),
+        Route(f"{prefix}/legacy/", _READ, App.root_page, Permission.READ),
+        Route(f"{prefix}/legacy/", _POST, App.upload, _W, "upload"),
+        Route(f"{prefix}/api/yank/{{project}}/{{target}}", _POST, App.yank, _W, "yank"),
+        Route(f"{prefix}/api/unyank/{{project}}/{{target}}", _POST, App.unyank, _W, "unyank"),
+        Route(
+            f"{prefix}/api/files/{{project}}/{{filename}}", ("DELETE",), App.delete, _W, "delete"
+        ),
+    ]
+
+
+# The one route table: pattern, methods, handler, the permission the credentials must grant,
+# and what the audit log calls a change. 404 and 405 depend on the path alone; every route that
+# could reveal a project authenticates (401) before its handler looks anything up.
 ROUTES: RouteTable[Handler] = RouteTable(
     [
         # Browsers get the web pages; other clients (and health checks) a short text.
@@ -372,31 +588,24 @@ ROUTES: RouteTable[Handler] = RouteTable(
         Route("/project/{project}/", _READ, web.project, Permission.READ),
         # A write session's yank, unyank and delete: GET asks to confirm, POST acts.
         Route(
-            "/project/{project}/{action}/{filename}/", (*_READ, "POST"), web.change, Permission.READ
+            "/project/{project}/{action}/{filename}/",
+            (*_READ, "POST"),
+            web.change,
+            Permission.READ,
+            "{action}",
         ),
         Route("/healthz", _READ, ops.healthz, None),
         Route("/readyz", _READ, ops.readyz, None),
         Route("/metrics", _READ, ops.metrics, None),
-        Route("/simple", _READ, _to_slash, None),
-        # Never redirect an upload: twine treats a 3xx as a failure.
-        Route("/simple", _POST, App.upload, Permission.WRITE),
-        Route("/simple/", _READ, App.root_page, Permission.READ),
-        Route("/simple/", _POST, App.upload, Permission.WRITE),
-        Route("/simple/{project}", _READ, App.to_project_page, Permission.READ),
-        Route("/simple/{project}/", _READ, App.project_page, Permission.READ),
-        Route("/simple/{project}/{filename}", _READ, App.file, Permission.READ),
-        # `/legacy/` is PyPI's upload URL; twine and uv users often copy it.
-        Route("/legacy", _READ, _to_slash, None),
-        Route("/legacy", _POST, App.upload, Permission.WRITE),
-        Route("/legacy/", _READ, App.root_page, Permission.READ),
-        Route("/legacy/", _POST, App.upload, Permission.WRITE),
-        Route("/api/yank/{project}/{target}", _POST, App.yank, Permission.WRITE),
-        Route("/api/unyank/{project}/{target}", _POST, App.unyank, Permission.WRITE),
-        Route("/api/files/{project}/{filename}", ("DELETE",), App.delete, Permission.WRITE),
+        *_repository_routes(""),
         Route("/index_mtime/", _READ, App.index_mtime, Permission.READ),
-        Route("/login/", (*_READ, "POST"), App.login_page, None),
+        Route("/login/", (*_READ, "POST"), App.login_page, None, "login"),
         Route("/logout/", (*_READ, "POST"), App.logout_page, None),
-        Route("/initialize/", _POST, App.initialize, None),
+        Route("/initialize/", _POST, App.initialize, None, "initialize"),
+        # Trusted publishing, at the root: uv asks there whatever the publish URL's path.
+        Route("/_/oidc/audience", _READ, App.oidc_audience, None),
+        Route("/_/oidc/mint-token", _POST, App.mint_token, None, "mint"),
+        *_repository_routes(_REPO),
     ]
 )
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import getpass
 import importlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from collections.abc import Sequence
 from datetime import datetime
@@ -17,6 +19,7 @@ import tomli_w
 
 from pywharf import __version__
 from pywharf.access_log import default_access_log
+from pywharf.audit import AuditLog
 from pywharf.backends import Backend
 from pywharf.backends import backend_settings
 from pywharf.backends import create_backend
@@ -26,6 +29,7 @@ from pywharf.bundle import import_source
 from pywharf.config import parse_repositories
 from pywharf.dists import NormalizedName
 from pywharf.dists import canonicalize_name
+from pywharf.errors import BadRequest
 from pywharf.errors import ConfigError
 from pywharf.errors import PywharfError
 from pywharf.repository import Repository
@@ -38,6 +42,8 @@ from pywharf.settings import ChangeOptions
 from pywharf.settings import ExportOptions
 from pywharf.settings import ImportOptions
 from pywharf.settings import ServerOptions
+from pywharf.settings import TokenCreateOptions
+from pywharf.settings import TokenRevokeOptions
 from pywharf.settings import UsageError
 from pywharf.settings import argv_from_environment
 from pywharf.settings import flag_spelling
@@ -45,6 +51,12 @@ from pywharf.settings import help_text
 from pywharf.settings import parse_flags
 from pywharf.settings import variable_spelling
 from pywharf.tls import TLSContext
+from pywharf.tokens import TokenTable
+from pywharf.tokens import new_token
+from pywharf.tokens import parse_globs
+from pywharf.tokens import parse_rights
+from pywharf.tokens import with_token
+from pywharf.tokens import without_token
 
 __all__ = ["main"]
 
@@ -143,6 +155,81 @@ def run_delete(options: ChangeOptions) -> int:
     return _change(options, "delete", lambda r, p, s: r.delete(p, options.target, s))
 
 
+def _audit_log(options: TokenCreateOptions | TokenRevokeOptions) -> AuditLog:
+    return AuditLog(Path(options.audit_log or Path(options.root).resolve() / "audit.log"))
+
+
+def _operator() -> str:
+    """The audit log's actor for a command run on the host: the OS user who ran it."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # a uid without a passwd entry (containers)
+        return f"cli:uid-{os.getuid()}"
+
+
+def _change_tokens(
+    options: TokenCreateOptions | TokenRevokeOptions, action: str, change: Callable[[bytes], bytes]
+) -> None:
+    """Store a change of the token document, and say so in the audit log either way."""
+    backend, _ = _backend_from_flags(options)
+    audit = _audit_log(options)
+    outcome = "refused"
+    try:
+        backend.update_tokens(change)
+        outcome = "ok"
+    finally:
+        backend.close()
+        audit.record(action, backend.name, _operator(), options.label, outcome, "local")
+        audit.close()
+
+
+def _when(moment: float | None) -> str:
+    if moment is None:
+        return "never"
+    return datetime.fromtimestamp(moment, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_token_create(options: TokenCreateOptions) -> int:
+    """Print the token once, as the last line: nothing secret is taken on the command line."""
+    try:
+        rights, globs = parse_rights(options.can), parse_globs(options.projects)
+    except BadRequest as error:
+        raise UsageError(f"token create: {error}") from None
+    now = time.time()
+    expires = now + options.expires if options.expires else None
+    try:
+        token, record = new_token(options.label, rights, globs, expires, now)
+    except BadRequest as error:
+        raise UsageError(f"token create: {error}") from None
+    _change_tokens(options, "token-create", lambda document: with_token(document, record))
+    scope = ",".join(globs) if globs else "all projects"
+    print(f"token {record.label!r} of {options.name}: can {','.join(sorted(rights))}, "
+          f"{scope}, expires {_when(expires)}; shown this once:")  # fmt: skip
+    print(token)
+    return 0
+
+
+def run_token_list(options: BackendOptions) -> int:
+    backend, _ = _backend_from_flags(options)
+    try:
+        records = TokenTable.records(backend.read_tokens())
+    finally:
+        backend.close()
+    print("label\tcan\tprojects\texpires\tlast used\tcreated")
+    for r in records:
+        print(f"{r.label}\t{','.join(sorted(r.rights))}\t{','.join(r.projects or ('*',))}\t"
+              f"{_when(r.expires)}\t{_when(r.last_used)}\t{_when(r.created)}")  # fmt: skip
+    return 0
+
+
+def run_token_revoke(options: TokenRevokeOptions) -> int:
+    _change_tokens(options, "token-revoke", lambda document: without_token(document, options.label))
+    print(
+        f"revoked token {options.label!r} of {options.name}; servers refuse it from their next sync"
+    )
+    return 0
+
+
 def _since(text: str) -> float | None:
     """`--since YYYY-MM-DD`: midnight UTC of that day."""
     if not text:
@@ -187,6 +274,9 @@ RUNNERS = {
     "delete": "pywharf.cli:run_delete",
     "export": "pywharf.cli:run_export",
     "import": "pywharf.cli:run_import",
+    "token create": "pywharf.cli:run_token_create",
+    "token list": "pywharf.cli:run_token_list",
+    "token revoke": "pywharf.cli:run_token_revoke",
     "github.init_pkg_repo": "pywharf.github_commands:run_init_pkg_repo",
     "github.gen_gh_pages": "pywharf.github_commands:run_gen_gh_pages",
 }
@@ -209,6 +299,8 @@ def run(argv: Sequence[str]) -> int:
     if argv[0] in ("--version", "version"):
         print(__version__)
         return 0
+    if argv[0] == "token" and len(argv) > 1:  # `pywharf token create|list|revoke`
+        argv = [f"token {argv[1]}", *argv[2:]]
     command = COMMANDS.get(argv[0])
     if command is None:
         raise UsageError(f"unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}")

@@ -15,8 +15,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from pywharf.errors import ConfigError
+from pywharf.oidc import TrustedPublisher
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,6 +28,8 @@ else:  # pragma: no cover - exercised on 3.9 and 3.10 by the pyz smoke test
 __all__ = [
     "UPSTREAM_SETTINGS",
     "AdminSecrets",
+    "PUBLISHER_SETTINGS",
+    "RESERVED_NAMES",
     "RepositoryConfig",
     "Setting",
     "coerce",
@@ -59,6 +63,7 @@ class RepositoryConfig:
     type: str
     values: Mapping[str, Any]
     source: str  # "FILE [name]", for error messages
+    publishers: tuple[TrustedPublisher, ...] = ()  # `[[name.trusted_publishers]]`
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -92,6 +97,22 @@ UPSTREAM_SETTINGS = (
 SettingsT = TypeVar("SettingsT")
 # A name becomes a folder under ROOT and a Basic-auth username: no separators, no `..`.
 REPOSITORY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+# The first segments of the server's own routes: in `/<repo>/simple/` a literal segment wins,
+# so a repository of one of these names could never be reached by path (a test checks this
+# against the route table).
+RESERVED_NAMES = frozenset({
+    "simple", "legacy", "api", "project", "login", "logout", "initialize", "index_mtime",
+    "healthz", "readyz", "metrics", "_",
+})  # fmt: skip
+PUBLISHER_SETTINGS = (
+    Setting("issuer", str, None, "The OIDC issuer, e.g. https://token.actions.githubusercontent.com.",
+            True),
+    Setting("repository", str, None, "The CI repository (the `repository` claim).", True),
+    Setting("workflow", str, None, "The workflow file (matched against `job_workflow_ref`).", True),
+    Setting("environment", str, "", "The deployment environment ('': any)."),
+    Setting("projects", list, None, "Globs of the projects it may upload.", True),
+    Setting("jwks_file", str, "", "A local JWKS ('': discovered from the issuer)."),
+)  # fmt: skip
 _TRUE = {"true", "1", "yes", "on"}
 # ASCII only: int() and float() also take other scripts' digits ("²", "٣"), which no TOML,
 # flag or environment value means; "inf" and "nan" are not numbers of seconds or bytes.
@@ -186,6 +207,11 @@ def _sections(document: dict[str, Any], source: str) -> dict[str, dict[str, Any]
                 f"{source}: [{name}]: a repository name is 1 to 64 letters, digits, '.', '_' "
                 "or '-', starting with a letter or digit (it names a folder and a username)"
             )
+        if name.lower() in RESERVED_NAMES:
+            raise ConfigError(
+                f"{source}: [{name}]: {name.lower()!r} is one of the server's own paths; pick "
+                "another repository name"
+            )
         if name.lower() in sections:
             raise ConfigError(f"{source}: [{name}] repeats a repository name (names ignore case)")
         if not isinstance(section.get("type"), str):
@@ -221,13 +247,39 @@ def parse_repositories(
     repositories = []
     for name, section in _sections(load_toml(text, source), source).items():
         where = f"{source} [{name}]"
+        publishers = _publishers(section.pop("trusted_publishers", []), f"{source}: {name}")
         values = _validated(section, settings_for(section["type"], where), f"{source}: {name}")
         repositories.append(
-            RepositoryConfig(name, section["type"], MappingProxyType(values), where)
+            RepositoryConfig(name, section["type"], MappingProxyType(values), where, publishers)
         )
     if not repositories:
         raise ConfigError(f"{source}: no repository is configured (add a [name] section)")
     return tuple(repositories)
+
+
+def _publishers(tables: Any, where: str) -> tuple[TrustedPublisher, ...]:
+    """`[[name.trusted_publishers]]`: an array of tables."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{where}.trusted_publishers: write each as [[{where.rpartition(' ')[2]}"
+                          ".trusted_publishers]], a table")  # fmt: skip
+    publishers = []
+    for number, table in enumerate(tables, 1):
+        at = f"{where}.trusted_publishers[{number}]"
+        values = _validated({**table, "type": ""}, PUBLISHER_SETTINGS, at)
+        issuer = values["issuer"]
+        host = urlsplit(issuer).hostname or ""
+        if not issuer.startswith("https://") and not (
+            issuer.startswith("http://") and host in ("127.0.0.1", "localhost", "::1")
+        ):
+            raise ConfigError(f"{at}.issuer: {issuer!r} is not an https:// URL")
+        if not values["projects"]:
+            raise ConfigError(f"{at}.projects: name at least one project glob")
+        projects = tuple(sorted({p.lower() for p in values["projects"]}))
+        publishers.append(TrustedPublisher(
+            issuer, values["repository"], values["workflow"], projects,
+            values["environment"], values["jwks_file"],
+        ))  # fmt: skip
+    return tuple(publishers)
 
 
 def parse_admin_secrets(text: str, source: str, environ: Mapping[str, str]) -> AdminSecrets:

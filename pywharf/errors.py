@@ -20,6 +20,7 @@ __all__ = [
     "Forbidden",
     "Gone",
     "HeadersTooLarge",
+    "IdentityRefused",
     "InsufficientStorage",
     "InvalidFilename",
     "LengthRequired",
@@ -162,6 +163,13 @@ class Forbidden(RequestError):
     """Valid credentials that do not allow this (403)."""
 
     status = 403
+
+
+class IdentityRefused(RequestError, ValueError):
+    """An OIDC identity token that is malformed, unverifiable or matches no publisher (422,
+    PyPI's status for a refused mint; the body says which check failed)."""
+
+    status = 422
 
 
 class NotFound(RequestError):

@@ -68,6 +68,16 @@ class Renderer:
             )
         return self._cached(listing.pages, "html", lambda: simple.render_root_html(listing.names))
 
+    def scoped_root(
+        self, listing: Listing, json: bool, globs: tuple[str, ...], covers: Callable[[str], bool]
+    ) -> Page:
+        """The project list as a scoped token sees it, cached per scope on the listing."""
+        kind = ("json:" if json else "html:") + ",".join(globs)
+        render = simple.render_root_json if json else simple.render_root_html
+        return self._cached(
+            listing.pages, kind, lambda: render(n for n in listing.names if covers(n))
+        )
+
     def project(self, project: Project, json: bool) -> Page:
         if json:
             return self._cached(project.pages, "json", lambda: simple.render_project_json(project))

@@ -23,9 +23,11 @@ from pywharf.backends import StagedUpload
 from pywharf.dists import same_version
 from pywharf.downloads import FileDownload
 from pywharf.downloads import stored_download
+from pywharf.errors import AuthenticationRequired
 from pywharf.errors import DistributionExists
 from pywharf.errors import NotFound
 from pywharf.errors import PywharfError
+from pywharf.errors import StorageError
 from pywharf.index import Add
 from pywharf.index import Delete
 from pywharf.index import Event
@@ -33,15 +35,27 @@ from pywharf.index import FileRecord
 from pywharf.index import Index
 from pywharf.index import Project
 from pywharf.index import Yank
+from pywharf.oidc import TrustedPublisher
 from pywharf.pages import Page
 from pywharf.pages import Renderer
 from pywharf.search import SearchCorpus
+from pywharf.tokens import ALL_RIGHTS
+from pywharf.tokens import TOKEN_PREFIX
+from pywharf.tokens import Grant
+from pywharf.tokens import TokenTable
+from pywharf.tokens import with_last_use
 from pywharf.upstream import NO_UPSTREAM
 from pywharf.upstream import UpstreamCache
 from pywharf.upstream import UpstreamSettings
 
 # FileDownload is pywharf.downloads', re-exported for the app.
 __all__ = ["Description", "FileDownload", "IndexStats", "Repository", "SyncHealth", "UploadLimits"]
+
+# What a repository secret grants: the read secret reads, the write secret does everything.
+SECRET_GRANTS = {
+    Permission.READ: Grant("secret:read", frozenset({"read"})),
+    Permission.WRITE: Grant("secret:write", ALL_RIGHTS),
+}
 
 # A METADATA file bigger than this is not read for the web page's description.
 MAX_DESCRIPTION_BYTES = 1024 * 1024
@@ -90,6 +104,8 @@ class Repository:
         epoch: str = "",
         upstream: UpstreamSettings = NO_UPSTREAM,
         upstream_dir: Path | None = None,  # where upstream pages and metadata are kept
+        publishers: tuple[TrustedPublisher, ...] = (),
+        clock: Any = time.time,
     ) -> None:
         self.name = backend.name
         self.epoch = epoch  # names this configuration of the repository (browser sessions)
@@ -103,6 +119,11 @@ class Repository:
         self._sync_lock = threading.Lock()
         self.health = SyncHealth()
         self._derived: dict[str, tuple[int, Any]] = {}  # kind -> (index generation, value)
+        self.publishers = publishers
+        self.tokens = TokenTable()
+        self._tokens_document = b""
+        self._used: dict[str, float] = {}  # token label -> last use, stored at the next sync
+        self._clock = clock
 
     @property
     def ready(self) -> bool:
@@ -112,12 +133,45 @@ class Repository:
     def permission(self, secret: str, needed: Permission) -> Permission:
         return self.auth.permission(secret, needed, self.backend.authorize)
 
+    def grant(self, secret: str, needed: Permission) -> Grant | None:
+        """What a repository secret or a created token may do here (None: neither)."""
+        if secret.startswith(TOKEN_PREFIX):
+            record = self.tokens.check(secret)
+            if record is None:
+                return None
+            now = self._clock()
+            if record.expires is not None and record.expires <= now:
+                raise AuthenticationRequired(f"token {record.label!r} expired")
+            self._used[record.label] = now
+            return self.tokens.grants[record.id]
+        granted = self.permission(secret, needed)
+        return SECRET_GRANTS.get(granted)
+
+    def sync_tokens(self) -> None:
+        """Reload the token document when it changed; store the last uses seen here."""
+        used, self._used = self._used, {}
+        if used:
+            self.backend.update_tokens(lambda document: with_last_use(document, used))
+        document = self.backend.read_tokens()
+        if document != self._tokens_document:
+            try:
+                self.tokens = TokenTable.parse(document)
+            except (ValueError, KeyError, TypeError) as error:
+                raise StorageError(f"repository {self.name!r}: its token document is "
+                                   f"malformed ({type(error).__name__})") from None  # fmt: skip
+            self._tokens_document = document
+
     @property
     def upload_limits(self) -> UploadLimits:
         return UploadLimits(self.backend.spool_dir, self.backend.max_file_bytes)
 
-    def root_page(self, json: bool) -> Page:
-        return self.renderer.root(self.index.listing, json)
+    def root_page(self, json: bool, scope: Grant | None = None) -> Page:
+        """The project list; for a grant scoped to some projects, only those (cached per scope
+        on the listing, so an unscoped request costs what it did)."""
+        listing = self.index.listing
+        if scope is None or scope.projects is None:
+            return self.renderer.root(listing, json)
+        return self.renderer.scoped_root(listing, json, scope.projects, scope.covers)
 
     def project_page(self, name: NormalizedName, json: bool) -> Page | None:
         """The project's page (ours, or else the upstream's), or None when neither has it."""
@@ -158,6 +212,7 @@ class Repository:
                 self.health.errors += 1
                 raise
             self.health.last_success, self.health.failing = time.time(), False
+            self.sync_tokens()
             if update is None:
                 return False
             self._cursor = update.cursor

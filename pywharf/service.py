@@ -12,8 +12,10 @@ from pathlib import Path
 import tomli_w
 
 from pywharf.app import App
+from pywharf.audit import AuditLog
 from pywharf.backends import backend_settings
 from pywharf.backends import create_backend
+from pywharf.clients.oidc import IssuerClient
 from pywharf.config import AdminSecrets
 from pywharf.config import RepositoryConfig
 from pywharf.config import parse_admin_secrets
@@ -29,6 +31,8 @@ from pywharf.repository import Repository
 from pywharf.session import SessionKeys
 from pywharf.settings import ServerOptions
 from pywharf.sync import Syncer
+from pywharf.trusted import KeyCache
+from pywharf.trusted import TrustedPublishing
 from pywharf.upstream import UpstreamSettings
 
 __all__ = ["EMBEDDED_SECRETS", "Service"]
@@ -114,12 +118,23 @@ class Service:
             )
         self._sessions = SessionKeys.load(self.root, options.auth_read_expires)
         self.configs, repositories = self._build(text, source, admin_text, admin_source)
+        self.audit = AuditLog(
+            Path(options.audit_log) if options.audit_log else self.root / "audit.log"
+        )
+        self._issuers = IssuerClient()
+        trusted = TrustedPublishing(
+            options.oidc_audience, KeyCache(self._issuers.get), self._sessions.signer("minted")
+        )
+        proxies = frozenset(p.strip() for p in options.trusted_proxy.split(",") if p.strip())
         self.app = App(
             repositories,
             options.extra_index_url,
             initializer=self,
             sessions=self._sessions,
             metrics_secret=options.metrics_secret,
+            audit=self.audit,
+            trusted=trusted,
+            trusted_proxies=proxies,
         )
         self._syncer = Syncer(repositories.values())
 
@@ -141,6 +156,7 @@ class Service:
                     self._sessions.fingerprint(config.type + repr(sorted(config.values.items()))),
                     UpstreamSettings.from_config(config),
                     self.root / "cache" / config.name / "upstream",
+                    config.publishers,
                 )
                 repositories[config.name] = repository
                 try:
@@ -193,6 +209,8 @@ class Service:
             self.app.spools.discard_all()
             for repository in self.app.repositories.values():
                 repository.backend.close()
+            self._issuers.close()
+            self.audit.close()
         log.info("stopped")
 
     # --- /initialize/ ------------------------------------------------------------------------

@@ -27,6 +27,8 @@ __all__ = [
     "GenGhPagesOptions",
     "InitPkgRepoOptions",
     "ServerOptions",
+    "TokenCreateOptions",
+    "TokenRevokeOptions",
     "UsageError",
     "argv_from_environment",
     "parse_flags",
@@ -63,6 +65,9 @@ class ServerOptions:
     certfile: str
     keyfile: str
     log_format: str
+    audit_log: str
+    trusted_proxy: str
+    oidc_audience: str
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,23 @@ class ImportOptions(BackendOptions):
     """import: a bundle tar, or a directory of wheels and sdists."""
 
     source: str = ""
+
+
+@dataclass(frozen=True)
+class TokenCreateOptions(BackendOptions):
+    """token create: what the token may do, where, and for how long."""
+
+    label: str = ""
+    can: str = ""
+    projects: str = ""  # comma-separated globs over normalized names
+    expires: int = 0  # seconds from now; 0: never
+    audit_log: str = ""
+
+
+@dataclass(frozen=True)
+class TokenRevokeOptions(BackendOptions):
+    label: str = ""
+    audit_log: str = ""
 
 
 @dataclass(frozen=True)
@@ -180,6 +202,12 @@ SERVER = Command(
         Setting("keyfile", str, "", "PEM private key of --certfile ('': in the certfile)."),
         Setting("log_format", str, "text", "Access log: 'text' (a line like nginx's) or 'json' "
                 "(one object per line)."),
+        Setting("audit_log", str, "", "Audit log: one JSON line per change, login and refusal "
+                "('': ROOT/audit.log)."),
+        Setting("trusted_proxy", str, "", "Comma-separated addresses of reverse proxies whose "
+                "X-Forwarded-For the audit log believes ('': none)."),
+        Setting("oidc_audience", str, "pywharf", "The audience trusted publishing's identity "
+                "tokens must name (GET /_/oidc/audience)."),
     ),
     ServerOptions,
 )  # fmt: skip
@@ -247,6 +275,38 @@ IMPORT = Command(
     ImportOptions,
     open_flags=True,
 )
+_AUDIT_LOG = Setting("audit_log", str, "", "The audit log ('': ROOT/audit.log).")
+TOKEN_CREATE = Command(
+    "token create",
+    "Create a repository token; it is printed once, as the last line (prefix pywharf_).",
+    ("type", "name"),
+    (
+        *_BACKEND_FLAGS,
+        Setting("label", str, None, "Its name in lists, revocation and the audit log.", True),
+        Setting("can", str, None, "What it may do: read,upload,yank,delete (any of them).", True),
+        Setting("projects", str, "", "Comma-separated globs of the projects it covers ('': all)."),
+        Setting("expires", int, 0, "Seconds until it expires (0: never).", bounds=(0, 10**10)),
+        _AUDIT_LOG,
+    ),
+    TokenCreateOptions,
+    open_flags=True,
+)
+TOKEN_LIST = Command(
+    "token list",
+    "List a repository's tokens: labels, rights, projects, expiry, last use (never a token).",
+    ("type", "name"),
+    _BACKEND_FLAGS,
+    BackendOptions,
+    open_flags=True,
+)
+TOKEN_REVOKE = Command(
+    "token revoke",
+    "Revoke a repository token by its label; servers refuse it from their next sync.",
+    ("type", "name", "label"),
+    (*_BACKEND_FLAGS, Setting("label", str, None, "The token's label.", True), _AUDIT_LOG),
+    TokenRevokeOptions,
+    open_flags=True,
+)
 _API_URL = Setting(
     "api_url",
     str,
@@ -302,8 +362,8 @@ GITHUB_GEN_GH_PAGES = Command(
 COMMANDS: dict[str, Command[Any]] = {
     c.name: c
     for c in (
-        SERVER, UPDATE_INDEX, YANK, UNYANK, DELETE, EXPORT, IMPORT, GITHUB_INIT_PKG_REPO,
-        GITHUB_GEN_GH_PAGES,
+        SERVER, UPDATE_INDEX, YANK, UNYANK, DELETE, EXPORT, IMPORT, TOKEN_CREATE, TOKEN_LIST,
+        TOKEN_REVOKE, GITHUB_INIT_PKG_REPO, GITHUB_GEN_GH_PAGES,
     )
 }  # fmt: skip
 

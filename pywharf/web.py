@@ -20,6 +20,7 @@ from pywharf.http import Response
 from pywharf.http import prefers_html
 from pywharf.http import read_form
 from pywharf.login import same_origin
+from pywharf.search import SearchResult
 from pywharf.session import Session
 from pywharf.web_pages import ACTIONS
 from pywharf.web_pages import ConfirmView
@@ -69,10 +70,15 @@ def home(app: App, call: Call) -> Response:
     """A browser gets the project list (and the login page first); anything else a text."""
     if not prefers_html(call.request.header("accept")):
         return Response(200, [("Content-Type", "text/plain; charset=utf-8")], HOME_TEXT)
-    repository = app.authorized(call.request, call.credentials, Permission.READ)
+    repository, grant = app.authorize(call.request, call.credentials, Permission.READ)
     query = call.request.query.get("q", "")
     corpus = repository.search()
-    view = HomeView(repository.name, query, corpus.search(query), len(corpus), corpus.summaries)
+    result = corpus.search(query)
+    if grant.projects is not None:  # a scoped token sees its projects only
+        seen = [[n for n in hits if grant.covers(n)] for hits in
+                (result.exact, result.prefix, result.substring, result.summary)]  # fmt: skip
+        result = SearchResult(*seen)
+    view = HomeView(repository.name, query, result, len(corpus), corpus.summaries)
     return _html(render_home(view), repository.name)
 
 
@@ -92,7 +98,7 @@ def project(app: App, call: Call) -> Response:
     if name != call.params["project"]:
         return to_project(app, call)
     repository = call.repository
-    found = repository.project(name)
+    found = repository.project(name) if call.sees(name) else None
     if found is None:
         raise NotFound(f"project {name!r} is not in repository {repository.name!r}")
     description = repository.description(found)

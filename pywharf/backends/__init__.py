@@ -9,6 +9,7 @@ failures (an `OSError`, a GitHub 404) to `StorageError` subclasses at its edge.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
@@ -134,6 +135,19 @@ class Backend(Protocol):
 
     def rebuild_index(self) -> RepairReport:
         """Rescan what the storage really holds and rewrite the index from it."""
+
+    def read_tokens(self) -> bytes:
+        """The repository's token document (`pywharf.tokens`; b"": none): hashes, never tokens.
+
+        Read at every sync, so it should be cheap; servers sharing the storage share it.
+        """
+
+    def update_tokens(self, change: Callable[[bytes], bytes]) -> None:
+        """Store `change(current document)`, atomic against other writers of the same storage.
+
+        `change` may raise (a label taken): nothing is then written. A backend whose own
+        credentials decide permissions (GitHub) raises `ConfigError` instead.
+        """
 
     def close(self) -> None: ...
 

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,7 @@ class FileSystemSettings:
 
 
 _PRIVATE = ".pywharf"
+_TOKENS = "tokens.json"  # hashes only (pywharf.tokens)
 _SUFFIXES = (".whl", *SDIST_SUFFIXES)
 _LINK_ATTEMPTS = 3  # a file found at the name can vanish (its upload failed): link again
 
@@ -328,6 +330,27 @@ class FileSystemBackend:
         locations = {r.filename: {"package_path": str(self._path(r))} for r in found}
         remote = dump_index(found, int(time.time()), "file_system", locations)
         write_atomically(self.storage / "index.toml", remote, self.spool_dir)  # the original's
+
+    # --- tokens ------------------------------------------------------------------------------
+
+    def read_tokens(self) -> bytes:
+        try:
+            return (self.storage / _PRIVATE / _TOKENS).read_bytes()
+        except FileNotFoundError:
+            return b""
+        except OSError as error:
+            raise storage_error(
+                f"repository {self.name!r}: cannot read its tokens", error
+            ) from None
+
+    def update_tokens(self, change: Callable[[bytes], bytes]) -> None:
+        try:
+            with self.journal.locked():  # the journal's lock serializes every writer of ROOT
+                document = change(self.read_tokens())
+                write_atomically(self.storage / _PRIVATE / _TOKENS, document, self.spool_dir)
+        except OSError as error:
+            where = f"repository {self.name!r}: cannot write its tokens"
+            raise storage_error(where, error) from None
 
     def close(self) -> None:
         pass

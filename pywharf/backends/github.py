@@ -320,6 +320,21 @@ class GitHubBackend:
             tombstones.pop(name, None)
         return files, tombstones
 
+    # --- tokens: GitHub's own decide ------------------------------------------------------------
+    # Every upload, yank and delete acts on GitHub with the caller's own GitHub token, which
+    # GitHub scopes and revokes itself (fine-grained tokens per repository). A pywharf token
+    # carries no GitHub credential to act with, so it could at most read: not worth a second
+    # way in. Trusted publishing does not apply here for the same reason.
+
+    def read_tokens(self) -> bytes:
+        return b""
+
+    def update_tokens(self, change: Callable[[bytes], bytes]) -> None:
+        raise ConfigError(
+            f"repository {self.name!r} is on GitHub: GitHub's own tokens decide who may do what "
+            "(a fine-grained token per repository); pywharf tokens do not apply"
+        )
+
     def close(self) -> None:
         self._api.close()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Generator
 from dataclasses import dataclass
 from dataclasses import field
@@ -66,6 +67,7 @@ class MemoryStore:
     journal: list[Event] = field(default_factory=list)
     generation: int = 0
     mtime: int = 0
+    tokens: bytes = b""  # pywharf.tokens' document
 
     def append(self, event: Event) -> None:
         self.journal.append(event)
@@ -176,6 +178,13 @@ class MemoryBackend:
         for name in report.repaired:  # a local copy of other bytes is stale
             self._copies.forget(name)
         return report
+
+    def read_tokens(self) -> bytes:
+        return self.store.tokens
+
+    def update_tokens(self, change: Callable[[bytes], bytes]) -> None:
+        with self.store.lock:
+            self.store.tokens = change(self.store.tokens)
 
     def close(self) -> None:
         pass

@@ -337,6 +337,23 @@ class S3Backend:
         with s3_errors(self.name):
             return self._rescan.run(self.spool_dir)
 
+    # --- tokens ----------------------------------------------------------------------------
+
+    def read_tokens(self) -> bytes:
+        with s3_errors(self.name):
+            return self._index.read_document(self._layout.tokens)[0]
+
+    def update_tokens(self, change: Callable[[bytes], bytes]) -> None:
+        """By compare-and-swap, as the manifests: every server sees it at its next sync."""
+        key = self._layout.tokens
+        with s3_errors(self.name):
+            self._index.swap(
+                key,
+                "the token document",
+                lambda: self._index.read_document(key),
+                lambda data: (change(data), None),
+            )
+
     def close(self) -> None:
         self._client.close()
 

@@ -40,6 +40,7 @@ CAS_PAUSE = 0.02  # seconds: the first pause's ceiling, doubled per lost race...
 CAS_PAUSE_MAX = 1.0  # ...up to this
 FETCH_THREADS = 8  # manifests fetched at once at start-up (each is one small GET)
 T = TypeVar("T")
+D = TypeVar("D")
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,18 @@ class ManifestStore:
 
     def read(self, project: str) -> tuple[Manifest, str]:
         """The manifest and its ETag; an empty one and "" when the project has none yet."""
+        data, etag = self.read_document(self._layout.manifest(project))
+        manifest = Manifest.from_bytes(data, project) if etag else Manifest(NormalizedName(project))
+        return manifest, etag
+
+    def read_document(self, key: str) -> tuple[bytes, str]:
+        """A small JSON object and its ETag; b"" and "" when it does not exist yet."""
         try:
-            found = self._client.get(self._layout.manifest(project))
+            found = self._client.get(key)
         except ResourceNotFound:
-            return Manifest(NormalizedName(project)), ""
+            return b"", ""
         assert found is not None  # no If-None-Match was sent, so no 304
-        return Manifest.from_bytes(found.data, project), found.info.etag
+        return found.data, found.info.etag
 
     def update(
         self,
@@ -94,24 +101,40 @@ class ManifestStore:
         `change` returns the new manifest (the same object: nothing to write) and a result;
         it may raise to refuse. `first` is a manifest just read, to save one GET.
         """
-        for attempt in range(CAS_ATTEMPTS):
-            manifest, etag = first if first is not None else self.read(project)
-            first = None
+
+        def encoded(manifest: Manifest) -> tuple[bytes | None, T]:
             new, result = change(manifest)
-            if new is manifest:
+            return (None if new is manifest else new.to_bytes()), result
+
+        key, what = self._layout.manifest(project), f"the manifest of {project!r}"
+        return self.swap(key, what, lambda: self.read(project), encoded, first)
+
+    def swap(
+        self,
+        key: str,
+        what: str,
+        read: Callable[[], tuple[D, str]],
+        change: Callable[[D], tuple[bytes | None, T]],
+        first: tuple[D, str] | None = None,
+    ) -> T:
+        """Compare-and-swap of one object: read it, `change` it (None: nothing to write),
+        write it only over the ETag read (`If-Match`, or `If-None-Match: *` when new)."""
+        for attempt in range(CAS_ATTEMPTS):
+            document, etag = first if first is not None else read()
+            first = None
+            data, result = change(document)
+            if data is None:
                 return result
             try:
                 self._client.put(
-                    self._layout.manifest(project), new.to_bytes(), create_only=not etag,
-                    if_match=etag, content_type="application/json",
+                    key, data, create_only=not etag, if_match=etag,
+                    content_type="application/json",
                 )  # fmt: skip
             except (Conflict, ResourceNotFound):  # lost the race (see the module docstring)
                 self._sleep(self._jitter(0, min(CAS_PAUSE * 2**attempt, CAS_PAUSE_MAX)))
                 continue
             return result
-        raise ContentConflict(
-            f"the manifest of {project!r} kept changing: {CAS_ATTEMPTS} writes lost the race"
-        )
+        raise ContentConflict(f"{what} kept changing: {CAS_ATTEMPTS} writes lost the race")
 
     def read_index(self, cursor: Snapshot | None) -> IndexUpdate | None:
         """The events since `cursor`; None when no manifest's ETag changed."""

@@ -72,6 +72,11 @@ class Layout:
     def index(self) -> str:
         return f"{self.root}index/"
 
+    @property
+    def tokens(self) -> str:
+        """The repository's token document (`pywharf.tokens`: hashes, never tokens)."""
+        return f"{self.root}tokens.json"
+
     def file(self, project: str, filename: str) -> str:
         return f"{self.files}{project}/{filename}"
 

@@ -34,6 +34,7 @@ from pywharf.backends import LocalFile
 from pywharf.backends import Redirect
 from pywharf.backends import StagedUpload
 from pywharf.dists import parse_filename
+from pywharf.errors import ConfigError
 from pywharf.errors import DistributionExists
 from pywharf.errors import StorageError
 from pywharf.index import Add
@@ -108,6 +109,9 @@ def index_of(backend: Backend) -> Index:
 
 class BackendContract:
     """Every backend passes these. Subclass it and provide the fixtures in the module doc."""
+
+    # Whether the backend keeps pywharf tokens (GitHub does not: its own tokens decide).
+    keeps_tokens = True
 
     @pytest.fixture
     def dists(self, tmp_path: Path) -> dict[str, Path]:
@@ -426,3 +430,33 @@ def _impostor_of(path: Path) -> Path:
     impostor = make_wheel(folder, name, version, payload_bytes=32)
     assert impostor.name == path.name
     return impostor
+
+    # --- tokens (pywharf.tokens keeps its document through these) ------------------------------
+
+    def test_the_token_document_is_shared_and_a_refused_change_writes_nothing(
+        self, backend: Backend, twin: Backend
+    ) -> None:
+        assert backend.read_tokens() == b""
+        if not self.keeps_tokens:
+            with pytest.raises(ConfigError):
+                backend.update_tokens(lambda document: document + b"x")
+            return
+        backend.update_tokens(lambda document: document + b'{"a": 1}')
+        assert twin.read_tokens() == b'{"a": 1}'  # another server sees it
+
+        def refuse(document: bytes) -> bytes:
+            raise ConfigError("no such token")
+
+        with pytest.raises(ConfigError):
+            twin.update_tokens(refuse)
+        assert backend.read_tokens() == b'{"a": 1}'
+
+    def test_concurrent_token_changes_are_all_kept(self, backend: Backend, twin: Backend) -> None:
+        if not self.keeps_tokens:
+            return
+        lines = [f"{n}\n".encode() for n in range(8)]
+        with ThreadPoolExecutor(4) as pool:
+            for n, line in enumerate(lines):
+                target = backend if n % 2 else twin
+                pool.submit(target.update_tokens, lambda document, line=line: document + line)
+        assert sorted(backend.read_tokens().splitlines(keepends=True)) == sorted(lines)

@@ -725,3 +725,12 @@ def test_a_success_that_is_not_the_json_asked_for_is_a_clean_failure(
         put(quick, wheel)
     assert caught.value.status in (502, 503) and "\n" not in str(caught.value)
     assert_nothing_stored(github, wheel.name)
+
+
+def test_a_store_without_a_caller_acts_with_the_server_s_token(
+    github: FakeGitHub, backend: GitHubBackend, wheel: Path
+) -> None:
+    """An upstream cache fill or a bundle import has no caller: the server's token stores."""
+    record = put(backend, wheel, token="")
+    assert [r.tag_name for r in releases(github)] == [wheel.name]
+    assert index_of(backend).file(record.project, wheel.name) is not None

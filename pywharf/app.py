@@ -5,6 +5,7 @@ Handlers raise; `error_response` is the one place an exception becomes an HTTP a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from pywharf.http import Request
 from pywharf.http import Response
 from pywharf.http import StreamBody
 from pywharf.http import accepts_gzip
+from pywharf.http import base_url
 from pywharf.http import http_date
 from pywharf.http import negotiate
 from pywharf.http import parse_basic_auth
@@ -51,6 +53,9 @@ from pywharf.login import logout
 from pywharf.login import submit_login
 from pywharf.metrics import Metrics
 from pywharf.pages import Page
+from pywharf.provenance import PROVENANCE_SUFFIX
+from pywharf.provenance import Identity
+from pywharf.provenance import publisher
 from pywharf.repository import FileDownload
 from pywharf.repository import Repository
 from pywharf.routes import Match
@@ -80,6 +85,7 @@ class Initializer(Protocol):
 PAGE_CACHE_CONTROL = "private, no-cache"
 # Files are immutable: a filename is never reused with other bytes.
 FILE_CACHE_CONTROL = "private, max-age=31536000, immutable"
+JSON_CONTENT_TYPE = "application/json"  # a provenance file is plain JSON, not a simple page
 _READ = ("GET", "HEAD")
 _REALM = "pywharf"
 
@@ -145,6 +151,12 @@ class Call:
 
     def project(self) -> NormalizedName:
         return canonicalize_name(self.params["project"])
+
+    @property
+    def identity(self) -> Identity:
+        """Who acts, as the audit log and PEP 740's publisher name them: today, on the routes
+        that change something, the repository's write secret."""
+        return Identity(self.repository.name, "secret:write")
 
 
 class App:
@@ -295,7 +307,9 @@ class App:
         if name != call.params["project"]:
             return self.to_project_page(call)
         media = _media(call.request)
-        page = call.repository.project_page(name, media == JSON)
+        found = call.repository.project_page(name, media == JSON)
+        # PEP 740 provenance URLs are fully qualified: the page as this client's host sees it.
+        page = found and found.for_base(lambda: base_url(call.request))
         if page is None and self.extra_index_url and not call.repository.holds(name):
             # Only for projects we never held: a project whose files were all deleted is still
             # ours, or pip would install whatever the public index holds under its name.
@@ -308,6 +322,8 @@ class App:
     # --- files -------------------------------------------------------------------------------
 
     def file(self, call: Call) -> Response:
+        if call.params["filename"].endswith(PROVENANCE_SUFFIX):
+            return self.provenance(call)
         download = call.repository.download(call.project(), call.params["filename"])
         if isinstance(download.target, Redirect):
             headers = [("Location", download.target.url), ("Content-Length", "0")]
@@ -323,7 +339,17 @@ class App:
             self.metrics.downloaded(response.length)
         return response
 
-    # --- management: yank, un-yank, delete ---------------------------------------------------
+    def provenance(self, call: Call) -> Response:
+        """PEP 740: `<file URL>.provenance`, immutable as the file is."""
+        body = call.repository.provenance(call.project(), call.params["filename"])
+        etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+        headers = [("ETag", etag), ("Cache-Control", FILE_CACHE_CONTROL)]
+        if _matches(call.request.header("if-none-match"), etag):
+            return Response(304, headers, user=call.repository.name)
+        headers.append(("Content-Type", JSON_CONTENT_TYPE))
+        return Response(200, headers, body, user=call.repository.name)
+
+    # --- management: yank, un-yank, delete, project status -----------------------------------
 
     def yank(self, call: Call) -> Response:
         reason = read_form(call.request).get("reason", "")
@@ -338,13 +364,30 @@ class App:
         changed = call.repository.delete(call.project(), call.params["filename"], call.secret)
         return _changed(call, "files", changed)
 
+    def set_status(self, call: Call) -> Response:
+        """PEP 792: form fields `status` (active, archived, quarantined, deprecated), `reason`."""
+        form = read_form(call.request)
+        status = call.repository.set_status(
+            call.project(), form.get("status", ""), form.get("reason"), call.secret
+        )
+        self.audit(call, "status", f"{status.project} {status.status}")
+        return _changed(call, "status", [f"{status.project} {status.status}"])
+
+    def audit(self, call: Call, action: str, target: str) -> None:
+        """Record who changed what: the audit log's call site (a log line until it exists)."""
+        log.info("%s by %s in %s: %s", action, call.identity.actor, call.repository.name, target)
+
     # --- uploads -----------------------------------------------------------------------------
 
     def upload(self, call: Call) -> Response:
         repository = call.repository
         limits = repository.upload_limits
         with receive_upload(
-            call.request, limits.spool_dir, limits.max_file_bytes, self.spools
+            call.request,
+            limits.spool_dir,
+            limits.max_file_bytes,
+            self.spools,
+            publisher(call.identity),
         ) as upload:
             record = repository.store(upload, call.secret)
         self.metrics.uploaded(record.size)
@@ -393,6 +436,7 @@ ROUTES: RouteTable[Handler] = RouteTable(
         Route("/api/yank/{project}/{target}", _POST, App.yank, Permission.WRITE),
         Route("/api/unyank/{project}/{target}", _POST, App.unyank, Permission.WRITE),
         Route("/api/files/{project}/{filename}", ("DELETE",), App.delete, Permission.WRITE),
+        Route("/api/status/{project}", _POST, App.set_status, Permission.WRITE),
         Route("/index_mtime/", _READ, App.index_mtime, Permission.READ),
         Route("/login/", (*_READ, "POST"), App.login_page, None),
         Route("/logout/", (*_READ, "POST"), App.logout_page, None),

@@ -10,11 +10,15 @@ import sys
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
+from pywharf.dists import normalize_project_name
 from pywharf.errors import ConfigError
+from pywharf.errors import PywharfError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,8 +26,10 @@ else:  # pragma: no cover - exercised on 3.9 and 3.10 by the pyz smoke test
     import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
 
 __all__ = [
+    "PROJECT_SETTINGS",
     "UPSTREAM_SETTINGS",
     "AdminSecrets",
+    "ProjectConfig",
     "RepositoryConfig",
     "Setting",
     "coerce",
@@ -48,6 +54,14 @@ class Setting:
 
 
 @dataclass(frozen=True)
+class ProjectConfig:
+    """`[NAME.projects.<project>]`: what an operator says of one project (PEP 708)."""
+
+    tracks: tuple[str, ...] = ()
+    alternate_locations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RepositoryConfig:
     """One `[name]` section of the repository configuration, validated for its backend."""
 
@@ -55,6 +69,8 @@ class RepositoryConfig:
     type: str
     values: Mapping[str, Any]
     source: str  # "FILE [name]", for error messages
+    # By normalized project name; any backend.
+    projects: Mapping[str, ProjectConfig] = field(default_factory=lambda: MappingProxyType({}))
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -84,6 +100,15 @@ UPSTREAM_SETTINGS = (
     Setting("upstream_page_ttl", int, 600, "Seconds an upstream project page is reused before "
             "it is revalidated.", bounds=(0, 10**9)),
 )  # fmt: skip
+
+# The keys of a `[NAME.projects.<project>]` table, in any repository section.
+PROJECT_SETTINGS = (
+    Setting("tracks", list, [], "PEP 708: URLs of the project pages elsewhere that this project "
+            "tracks (the same project, from the same owners)."),
+    Setting("alternate_locations", list, [], "PEP 708: URLs of the project pages elsewhere "
+            "that installers may merge with this one."),
+)  # fmt: skip
+_PROJECTS = "projects"
 
 # A name becomes a folder under ROOT and a Basic-auth username: no separators, no `..`.
 REPOSITORY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -177,10 +202,13 @@ def _sections(document: dict[str, Any], source: str) -> dict[str, dict[str, Any]
 
 
 def _validated(
-    section: dict[str, Any], settings: tuple[Setting, ...], where: str
+    section: dict[str, Any],
+    settings: tuple[Setting, ...],
+    where: str,
+    allowed: tuple[str, ...] = ("type", _PROJECTS),
 ) -> dict[str, Any]:
     known = {s.key: s for s in settings}
-    unknown = sorted(set(section) - set(known) - {"type"})
+    unknown = sorted(set(section) - set(known) - set(allowed))
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key; known keys: {', '.join(known)}")
     values = {}
@@ -196,6 +224,35 @@ def _validated(
     return values
 
 
+def _url(value: str, where: str) -> str:
+    """An absolute http(s) URL, as PEP 708 wants; pages escape it when they show it."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or not value.isprintable():
+        raise ConfigError(f"{where}: {value!r} is not an http or https URL")
+    return value
+
+
+def _projects(tables: Any, where: str) -> Mapping[str, ProjectConfig]:
+    """The `[NAME.projects.<project>]` tables, by normalized project name."""
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{where}: must be tables, one per project: [NAME.projects.PROJECT]")
+    projects: dict[str, ProjectConfig] = {}
+    for name, table in tables.items():
+        here = f"{where}.{name}"
+        try:
+            normalized = normalize_project_name(name)
+        except PywharfError as error:
+            raise ConfigError(f"{here}: {error}") from None
+        if not isinstance(table, dict):
+            raise ConfigError(f"{here}: must be a table")
+        if normalized in projects:
+            raise ConfigError(f"{here}: repeats project {normalized!r} (names are normalized)")
+        values = _validated(table, PROJECT_SETTINGS, here, allowed=())
+        urls = {k: tuple(_url(u, f"{here}.{k}") for u in v) for k, v in values.items()}
+        projects[normalized] = ProjectConfig(**urls)
+    return MappingProxyType(projects)
+
+
 def parse_repositories(
     text: str, source: str, settings_for: Callable[[str, str], tuple[Setting, ...]]
 ) -> tuple[RepositoryConfig, ...]:
@@ -204,8 +261,9 @@ def parse_repositories(
     for name, section in _sections(load_toml(text, source), source).items():
         where = f"{source} [{name}]"
         values = _validated(section, settings_for(section["type"], where), f"{source}: {name}")
+        projects = _projects(section.get(_PROJECTS, {}), f"{source}: {name}.{_PROJECTS}")
         repositories.append(
-            RepositoryConfig(name, section["type"], MappingProxyType(values), where)
+            RepositoryConfig(name, section["type"], MappingProxyType(values), where, projects)
         )
     if not repositories:
         raise ConfigError(f"{source}: no repository is configured (add a [name] section)")

@@ -140,6 +140,7 @@ class Service:
                     self._sessions.fingerprint(config.type + repr(sorted(config.values.items()))),
                     UpstreamSettings.from_config(config),
                     self.root / "cache" / config.name / "upstream",
+                    config.projects,
                 )
                 repositories[config.name] = repository
                 repository.sync()  # the first load happens before requests reach it

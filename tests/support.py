@@ -315,6 +315,7 @@ class _SimplePage(HTMLParser):
         super().__init__(convert_charrefs=True)  # as pip parses
         self.doctype = ""
         self.meta: dict[str, str | None] = {}
+        self.metas: list[tuple[str, str | None]] = []  # every one: PEP 708 repeats its names
         self.anchors: list[Anchor] = []
         self._open: tuple[dict[str, str | None], list[str]] | None = None
 
@@ -325,6 +326,7 @@ class _SimplePage(HTMLParser):
         attributes = dict(attrs)
         if tag == "meta" and attributes.get("name"):
             self.meta[str(attributes["name"])] = attributes.get("content")
+            self.metas.append((str(attributes["name"]), attributes.get("content")))
         elif tag == "a":
             self._open = (attributes, [])
         elif self._open is not None:
@@ -366,6 +368,18 @@ def check_simple_html(body: bytes, kind: str) -> tuple[str, list[Anchor]]:
         assert core == attributes.get("data-dist-info-metadata"), anchor  # PEP 714: same value
         assert core is None or core == "true" or _HASH_FRAGMENT.match(core), anchor
         assert attributes.get("data-requires-python", "") is not None, anchor
+        provenance = attributes.get("data-provenance")  # PEP 740: fully qualified, 1.3
+        if provenance is not None:
+            assert re.fullmatch(r"https?://[^/\s]+/\S*\.provenance", provenance), anchor
+            assert Version(version) >= Version("1.3"), version
+    status = page.meta.get("pypi:project-status")  # PEP 792, 1.4
+    if status is not None or "pypi:project-status-reason" in page.meta:
+        assert status in ("active", "archived", "quarantined", "deprecated"), page.meta
+        assert Version(version) >= Version("1.4"), version
+    for name, content in page.metas:  # PEP 708, 1.2: one tag per URL
+        if name in ("pypi:tracks", "pypi:alternate-locations"):
+            assert content and re.match(r"https?://[^/\s]+", content), (name, content)
+            assert Version(version) >= Version("1.2"), version
     # `<` and `>` in attribute values must be written as entities.
     for value in re.findall(rb'=\s*"([^"]*)"', body):
         assert b"<" not in value and b">" not in value, value

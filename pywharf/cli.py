@@ -39,6 +39,7 @@ from pywharf.settings import ChangeOptions
 from pywharf.settings import ExportOptions
 from pywharf.settings import ImportOptions
 from pywharf.settings import ServerOptions
+from pywharf.settings import StatusOptions
 from pywharf.settings import UsageError
 from pywharf.settings import argv_from_environment
 from pywharf.settings import flag_spelling
@@ -143,6 +144,14 @@ def run_delete(options: ChangeOptions) -> int:
     return _change(options, "delete", lambda r, p, s: r.delete(p, options.target, s))
 
 
+def run_status(options: StatusOptions) -> int:
+    def act(repository: Repository, project: NormalizedName, secret: str) -> list[str]:
+        status = repository.set_status(project, options.status, options.reason, secret)
+        return [f"{status.project} {status.status}"]
+
+    return _change(options, "status", act)
+
+
 def _since(text: str) -> float | None:
     """`--since YYYY-MM-DD`: midnight UTC of that day."""
     if not text:
@@ -185,6 +194,7 @@ RUNNERS = {
     "yank": "pywharf.cli:run_yank",
     "unyank": "pywharf.cli:run_unyank",
     "delete": "pywharf.cli:run_delete",
+    "status": "pywharf.cli:run_status",
     "export": "pywharf.cli:run_export",
     "import": "pywharf.cli:run_import",
     "github.init_pkg_repo": "pywharf.github_commands:run_init_pkg_repo",

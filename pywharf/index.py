@@ -169,7 +169,9 @@ def status_from_json(data: dict[str, Any]) -> Status:
     project, status, reason = data.get("project"), data.get("status"), data.get("reason")
     if not isinstance(project, str) or status not in STATUSES:
         raise StorageError(f"project status {data!r:.80} is malformed")
-    return Status(NormalizedName(project), status, reason if isinstance(reason, str) else None)
+    return Status(
+        NormalizedName(project), status, reason if isinstance(reason, str) and reason else None
+    )
 
 
 @dataclass(frozen=True, eq=False)

@@ -19,7 +19,7 @@ from support import REPO
 PACKAGE = REPO / "pywharf"
 PURE = (
     "errors", "dists", "multipart", "http", "simple", "index", "auth", "pages", "metadata",
-    "routes", "upstream_page", "search", "metrics", "web_pages",
+    "routes", "upstream_page", "search", "metrics", "web_pages", "provenance",
 )  # fmt: skip
 # What a pure module may not touch: the network, servers, processes, signals, file locks.
 SHELL_STDLIB = {

@@ -94,7 +94,9 @@ def build_app(root: Path, config: str = CONFIG) -> App:
         backend = create_backend(repository_config, root, None)
         upstream = UpstreamSettings.from_config(repository_config)
         upstream_dir = root / "cache" / repository_config.name / "upstream"
-        repository = Repository(backend, 3600, 300, "", upstream, upstream_dir)
+        repository = Repository(
+            backend, 3600, 300, "", upstream, upstream_dir, repository_config.projects
+        )
         repository.sync()
         repositories[repository_config.name] = repository
     return App(repositories)

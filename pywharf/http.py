@@ -145,7 +145,7 @@ def base_url(request: Request) -> str:
     """`scheme://host` as the client addressed this server (PEP 740 wants absolute URLs)."""
     host = request.header("host") or ""
     if not _HOST.match(host):
-        raise BadRequest(f"the Host header {host[:80]!a} is not a host name")
+        raise BadRequest("the Host header is not a host name (RFC 3986 host, optional port)")
     return f"{scheme(request)}://{host}"
 
 

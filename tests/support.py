@@ -212,11 +212,15 @@ def run_pyz(
 
 
 def twine_upload(
-    server: ServerProcess, files: list[Path], home: Path, password: str = WRITE
+    server: ServerProcess,
+    files: list[Path],
+    home: Path,
+    password: str = WRITE,
+    options: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     command = [str(BIN / "twine"), "upload", "--non-interactive", "--disable-progress-bar",
                "--repository-url", f"{server.live.url}/simple/", "-u", "local", "-p", password,
-               *map(str, files)]  # fmt: skip
+               *options, *map(str, files)]  # fmt: skip
     return subprocess.run(
         command, env=client_env(home), capture_output=True, text=True, timeout=120
     )
@@ -253,11 +257,16 @@ def run_client(command: list[str], home: Path) -> subprocess.CompletedProcess[st
 
 
 def uv_publish(
-    server: ServerProcess, files: list[Path], home: Path, password: str = WRITE
+    server: ServerProcess,
+    files: list[Path],
+    home: Path,
+    password: str = WRITE,
+    attestations: bool = False,  # uv sends the `<file>.<kind>.attestation` files beside each
 ) -> subprocess.CompletedProcess[str]:
     command = [str(BIN / "uv"), "publish", "--publish-url", f"{server.live.url}/simple/",
                "-u", "local", "-p", password, "--trusted-publishing", "never",
-               "--keyring-provider", "disabled", "--no-attestations", *map(str, files)]  # fmt: skip
+               "--keyring-provider", "disabled", *([] if attestations else ["--no-attestations"]),
+               *map(str, files)]  # fmt: skip
     return subprocess.run(
         command, env=client_env(home), capture_output=True, text=True, timeout=120
     )

@@ -5,6 +5,7 @@ Handlers raise; `error_response` is the one place an exception becomes an HTTP a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -41,6 +42,7 @@ from pywharf.http import Request
 from pywharf.http import Response
 from pywharf.http import StreamBody
 from pywharf.http import accepts_gzip
+from pywharf.http import base_url
 from pywharf.http import http_date
 from pywharf.http import negotiate
 from pywharf.http import parse_basic_auth
@@ -56,6 +58,9 @@ from pywharf.login import logout
 from pywharf.login import submit_login
 from pywharf.metrics import Metrics
 from pywharf.pages import Page
+from pywharf.provenance import PROVENANCE_SUFFIX
+from pywharf.provenance import Identity
+from pywharf.provenance import publisher
 from pywharf.repository import SECRET_GRANTS
 from pywharf.repository import FileDownload
 from pywharf.repository import Repository
@@ -89,6 +94,7 @@ class Initializer(Protocol):
 PAGE_CACHE_CONTROL = "private, no-cache"
 # Files are immutable: a filename is never reused with other bytes.
 FILE_CACHE_CONTROL = "private, max-age=31536000, immutable"
+JSON_CONTENT_TYPE = "application/json"  # a provenance file is plain JSON, not a simple page
 _READ = ("GET", "HEAD")
 _REALM = "pywharf"
 
@@ -198,6 +204,13 @@ class Call:
 
     def project(self) -> NormalizedName:
         return canonicalize_name(self.params["project"])
+
+    @property
+    def identity(self) -> Identity:
+        """Who acts, as the audit log and PEP 740's publisher name them (the grant's actor:
+        `secret:write`, `token:<label>`, `oidc:<repository>@<workflow>`)."""
+        actor = self.grant.actor if self.grant is not None else "session"
+        return Identity(self.repository.name, actor)
 
 
 class App:
@@ -437,7 +450,9 @@ class App:
         if not call.sees(name):  # outside a token's scope: as if it did not exist
             raise NotFound(f"project {name!a} is not in repository {call.repository.name!r}")
         media = _media(call.request)
-        page = call.repository.project_page(name, media == JSON)
+        found = call.repository.project_page(name, media == JSON)
+        # PEP 740 provenance URLs are fully qualified: the page as this client's host sees it.
+        page = found and found.for_base(lambda: base_url(call.request))
         if page is None and self.extra_index_url and not call.repository.holds(name):
             # Only for projects we never held: a project whose files were all deleted is still
             # ours, or pip would install whatever the public index holds under its name.
@@ -452,6 +467,8 @@ class App:
     def file(self, call: Call) -> Response:
         if not call.sees(call.project()):
             raise NotFound(f"{call.params['filename']!a} is not in project {call.project()!a}")
+        if call.params["filename"].endswith(PROVENANCE_SUFFIX):
+            return self.provenance(call)
         download = call.repository.download(call.project(), call.params["filename"])
         if isinstance(download.target, Redirect):
             headers = [("Location", download.target.url), ("Content-Length", "0")]
@@ -467,7 +484,17 @@ class App:
             self.metrics.downloaded(response.length)
         return response
 
-    # --- management: yank, un-yank, delete ---------------------------------------------------
+    def provenance(self, call: Call) -> Response:
+        """PEP 740: `<file URL>.provenance`, immutable as the file is."""
+        body = call.repository.provenance(call.project(), call.params["filename"])
+        etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+        headers = [("ETag", etag), ("Cache-Control", FILE_CACHE_CONTROL)]
+        if _matches(call.request.header("if-none-match"), etag):
+            return Response(304, headers, user=call.repository.name)
+        headers.append(("Content-Type", JSON_CONTENT_TYPE))
+        return Response(200, headers, body, user=call.repository.name)
+
+    # --- management: yank, un-yank, delete, project status -----------------------------------
 
     def yank(self, call: Call) -> Response:
         call.require("yank", call.project())
@@ -485,13 +512,27 @@ class App:
         changed = call.repository.delete(call.project(), call.params["filename"], call.secret)
         return _changed(call, "files", changed)
 
+    def set_status(self, call: Call) -> Response:
+        """PEP 792: form fields `status` (active, archived, quarantined, deprecated), `reason`."""
+        # Quarantine hides every file of a project: as strong as deleting them.
+        call.require("delete", call.project())
+        form = read_form(call.request)
+        status = call.repository.set_status(
+            call.project(), form.get("status", ""), form.get("reason"), call.secret
+        )
+        return _changed(call, "status", [f"{status.project} {status.status}"])
+
     # --- uploads -----------------------------------------------------------------------------
 
     def upload(self, call: Call) -> Response:
         repository = call.repository
         limits = repository.upload_limits
         with receive_upload(
-            call.request, limits.spool_dir, limits.max_file_bytes, self.spools
+            call.request,
+            limits.spool_dir,
+            limits.max_file_bytes,
+            self.spools,
+            publisher(call.identity),
         ) as upload:
             call.note.target = upload.record.filename
             call.require("upload", upload.record.project)
@@ -574,6 +615,7 @@ def _repository_routes(prefix: str) -> list[Route[RouteHandler]]:
         Route(
             f"{prefix}/api/files/{{project}}/{{filename}}", ("DELETE",), App.delete, _W, "delete"
         ),
+        Route(f"{prefix}/api/status/{{project}}", _POST, App.set_status, _W, "status"),
     ]
 
 

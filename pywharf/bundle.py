@@ -1,7 +1,8 @@
 """Bundles for air-gapped hosts: a repository's files exported to one tar, imported elsewhere.
 
     pywharf-bundle.json                  the manifest: one index record per file (sha256, size,
-                                         upload time, requires-python, yanked, origin)
+                                         upload time, requires-python, yanked, origin, PEP 740
+                                         provenance) and the projects' PEP 792 statuses
     files/<project>/<filename>           the file
     files/<project>/<filename>.metadata  its PEP 658 metadata, for a wheel
 
@@ -42,8 +43,11 @@ from pywharf.dists import parse_filename
 from pywharf.errors import DistributionExists
 from pywharf.errors import PywharfError
 from pywharf.errors import StorageError
+from pywharf.index import ACTIVE
 from pywharf.index import FileRecord
 from pywharf.index import Index
+from pywharf.index import Status
+from pywharf.index import status_from_json
 from pywharf.metadata import read_wheel_metadata
 
 __all__ = ["BundleError", "ImportReport", "Progress", "export_bundle", "import_source"]
@@ -63,9 +67,11 @@ class ImportReport:
     imported: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # identical bytes already stored
     refused: list[str] = field(default_factory=list)  # "filename: why"
+    statuses: list[str] = field(default_factory=list)  # "project status", as set by the import
 
     def lines(self) -> list[str]:
         lines = [f"refused {reason}" for reason in self.refused]
+        lines += [f"status {change}" for change in self.statuses]
         summary = (
             f"imported {len(self.imported)}, skipped {len(self.skipped)} (identical), "
             f"refused {len(self.refused)}"
@@ -107,6 +113,10 @@ def _current(backend: Backend) -> Index:
 # --- export --------------------------------------------------------------------------------------
 
 
+def _matches(project: str, globs: tuple[str, ...]) -> bool:
+    return not globs or any(fnmatch.fnmatchcase(project, g) for g in globs)
+
+
 def _selected(
     records: Iterable[FileRecord], globs: tuple[str, ...], since: float | None
 ) -> list[FileRecord]:
@@ -114,8 +124,7 @@ def _selected(
         (
             r
             for r in records
-            if (not globs or any(fnmatch.fnmatchcase(r.project, g) for g in globs))
-            and (since is None or r.stored_at >= since)
+            if _matches(r.project, globs) and (since is None or r.stored_at >= since)
         ),
         key=lambda r: (r.project, r.filename),
     )
@@ -141,8 +150,13 @@ def export_bundle(
     progress: Progress | None = None,
 ) -> list[FileRecord]:
     """Write the selected files to `output` (whole or not at all); the records written."""
-    records = _selected(_current(backend).records(), globs, since)
-    manifest = json.dumps({"format": FORMAT, "files": [r.to_json() for r in records]}).encode()
+    index = _current(backend)
+    records = _selected(index.records(), globs, since)
+    # A status is the project's current state, whatever `since` selects of its files.
+    statuses = [s._asdict() for s in index.statuses() if _matches(s.project, globs)]
+    manifest = json.dumps(
+        {"format": FORMAT, "files": [r.to_json() for r in records], "statuses": statuses}
+    ).encode()
     partial = output.with_name(f".{output.name}.{uuid.uuid4().hex}.part")
     try:
         with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -194,9 +208,21 @@ def import_source(
         _import_all(backend, index, entries, report, progress_stream)
         return report
     with _open_bundle(source) as (tar, members):
-        entries = _bundle_entries(tar, members, report)
+        entries, statuses = _bundle_entries(tar, members, report)
         _import_all(backend, index, entries, report, progress_stream)
+    _import_statuses(backend, index, statuses, report)
     return report
+
+
+def _import_statuses(
+    backend: Backend, index: Index, statuses: list[Status], report: ImportReport
+) -> None:
+    """PEP 792 statuses the bundle carries, set where they differ from this repository's."""
+    current = {s.project: s for s in index.statuses()}
+    for status in statuses:
+        if current.get(status.project, Status(status.project, ACTIVE)) != status:
+            backend.apply_change(status, "")
+            report.statuses.append(f"{status.project} {status.status}")
 
 
 def _import_all(
@@ -332,13 +358,14 @@ def _checked(member: tarfile.TarInfo, archive_size: int, source: Path) -> tarfil
 
 def _bundle_entries(
     tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], report: ImportReport
-) -> list[_Entry]:
+) -> tuple[list[_Entry], list[Status]]:
     manifest = members.get(MANIFEST)
     if manifest is None:
         raise BundleError(f"the tar has no {MANIFEST}: not a pywharf bundle")
     try:
         document = json.loads(_read(tar, manifest))
         records = [FileRecord.from_json(item) for item in document["files"]]
+        statuses = [status_from_json(item) for item in document.get("statuses", [])]
     except (ValueError, KeyError, TypeError, PywharfError) as error:
         raise BundleError(f"{MANIFEST} is malformed: {error}") from None
     entries, expected = [], {MANIFEST}
@@ -354,7 +381,7 @@ def _bundle_entries(
         entries.append(_Entry(record, _opener(tar, members[name]), with_metadata))
     for extra in sorted(set(members) - expected):
         report.refused.append(f"{extra}: not in the manifest")
-    return entries
+    return entries, statuses
 
 
 def _record_problem(record: FileRecord, member: tarfile.TarInfo | None) -> str | None:

@@ -42,6 +42,7 @@ from pywharf.settings import ChangeOptions
 from pywharf.settings import ExportOptions
 from pywharf.settings import ImportOptions
 from pywharf.settings import ServerOptions
+from pywharf.settings import StatusOptions
 from pywharf.settings import TokenCreateOptions
 from pywharf.settings import TokenRevokeOptions
 from pywharf.settings import UsageError
@@ -230,6 +231,14 @@ def run_token_revoke(options: TokenRevokeOptions) -> int:
     return 0
 
 
+def run_status(options: StatusOptions) -> int:
+    def act(repository: Repository, project: NormalizedName, secret: str) -> list[str]:
+        status = repository.set_status(project, options.status, options.reason, secret)
+        return [f"{status.project} {status.status}"]
+
+    return _change(options, "status", act)
+
+
 def _since(text: str) -> float | None:
     """`--since YYYY-MM-DD`: midnight UTC of that day."""
     if not text:
@@ -272,6 +281,7 @@ RUNNERS = {
     "yank": "pywharf.cli:run_yank",
     "unyank": "pywharf.cli:run_unyank",
     "delete": "pywharf.cli:run_delete",
+    "status": "pywharf.cli:run_status",
     "export": "pywharf.cli:run_export",
     "import": "pywharf.cli:run_import",
     "token create": "pywharf.cli:run_token_create",

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field
 from dataclasses import fields
 from pathlib import Path
 from types import MappingProxyType
@@ -17,7 +18,9 @@ from typing import Any
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from pywharf.dists import normalize_project_name
 from pywharf.errors import ConfigError
+from pywharf.errors import PywharfError
 from pywharf.oidc import TrustedPublisher
 
 if sys.version_info >= (3, 11):
@@ -26,10 +29,12 @@ else:  # pragma: no cover - exercised on 3.9 and 3.10 by the pyz smoke test
     import tomli as tomllib  # type: ignore[no-redef,unused-ignore]
 
 __all__ = [
+    "PROJECT_SETTINGS",
     "UPSTREAM_SETTINGS",
     "AdminSecrets",
     "PUBLISHER_SETTINGS",
     "RESERVED_NAMES",
+    "ProjectConfig",
     "RepositoryConfig",
     "Setting",
     "coerce",
@@ -56,6 +61,14 @@ class Setting:
 
 
 @dataclass(frozen=True)
+class ProjectConfig:
+    """`[NAME.projects.<project>]`: what an operator says of one project (PEP 708)."""
+
+    tracks: tuple[str, ...] = ()
+    alternate_locations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RepositoryConfig:
     """One `[name]` section of the repository configuration, validated for its backend."""
 
@@ -64,6 +77,8 @@ class RepositoryConfig:
     values: Mapping[str, Any]
     source: str  # "FILE [name]", for error messages
     publishers: tuple[TrustedPublisher, ...] = ()  # `[[name.trusted_publishers]]`
+    # By normalized project name; any backend.
+    projects: Mapping[str, ProjectConfig] = field(default_factory=lambda: MappingProxyType({}))
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -95,6 +110,16 @@ UPSTREAM_SETTINGS = (
 )  # fmt: skip
 
 SettingsT = TypeVar("SettingsT")
+
+# The keys of a `[NAME.projects.<project>]` table, in any repository section.
+PROJECT_SETTINGS = (
+    Setting("tracks", list, [], "PEP 708: URLs of the project pages elsewhere that this project "
+            "tracks (the same project, from the same owners)."),
+    Setting("alternate_locations", list, [], "PEP 708: URLs of the project pages elsewhere "
+            "that installers may merge with this one."),
+)  # fmt: skip
+_PROJECTS = "projects"
+
 # A name becomes a folder under ROOT and a Basic-auth username: no separators, no `..`.
 REPOSITORY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 # The first segments of the server's own routes: in `/<repo>/simple/` a literal segment wins,
@@ -221,10 +246,13 @@ def _sections(document: dict[str, Any], source: str) -> dict[str, dict[str, Any]
 
 
 def _validated(
-    section: dict[str, Any], settings: tuple[Setting, ...], where: str
+    section: dict[str, Any],
+    settings: tuple[Setting, ...],
+    where: str,
+    allowed: tuple[str, ...] = ("type", _PROJECTS),
 ) -> dict[str, Any]:
     known = {s.key: s for s in settings}
-    unknown = sorted(set(section) - set(known) - {"type"})
+    unknown = sorted(set(section) - set(known) - set(allowed))
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key; known keys: {', '.join(known)}")
     values = {}
@@ -240,6 +268,35 @@ def _validated(
     return values
 
 
+def _url(value: str, where: str) -> str:
+    """An absolute http(s) URL, as PEP 708 wants; pages escape it when they show it."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or not value.isprintable():
+        raise ConfigError(f"{where}: {value!r} is not an http or https URL")
+    return value
+
+
+def _projects(tables: Any, where: str) -> Mapping[str, ProjectConfig]:
+    """The `[NAME.projects.<project>]` tables, by normalized project name."""
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{where}: must be tables, one per project: [NAME.projects.PROJECT]")
+    projects: dict[str, ProjectConfig] = {}
+    for name, table in tables.items():
+        here = f"{where}.{name}"
+        try:
+            normalized = normalize_project_name(name)
+        except PywharfError as error:
+            raise ConfigError(f"{here}: {error}") from None
+        if not isinstance(table, dict):
+            raise ConfigError(f"{here}: must be a table")
+        if normalized in projects:
+            raise ConfigError(f"{here}: repeats project {normalized!r} (names are normalized)")
+        values = _validated(table, PROJECT_SETTINGS, here, allowed=())
+        urls = {k: tuple(_url(u, f"{here}.{k}") for u in v) for k, v in values.items()}
+        projects[normalized] = ProjectConfig(**urls)
+    return MappingProxyType(projects)
+
+
 def parse_repositories(
     text: str, source: str, settings_for: Callable[[str, str], tuple[Setting, ...]]
 ) -> tuple[RepositoryConfig, ...]:
@@ -249,8 +306,16 @@ def parse_repositories(
         where = f"{source} [{name}]"
         publishers = _publishers(section.pop("trusted_publishers", []), f"{source}: {name}")
         values = _validated(section, settings_for(section["type"], where), f"{source}: {name}")
+        projects = _projects(section.get(_PROJECTS, {}), f"{source}: {name}.{_PROJECTS}")
         repositories.append(
-            RepositoryConfig(name, section["type"], MappingProxyType(values), where, publishers)
+            RepositoryConfig(
+                name,
+                section["type"],
+                MappingProxyType(values),
+                where,
+                publishers=publishers,
+                projects=projects,
+            )
         )
     if not repositories:
         raise ConfigError(f"{source}: no repository is configured (add a [name] section)")

@@ -29,6 +29,7 @@ __all__ = [
     "NotFound",
     "NotReady",
     "PayloadTooLarge",
+    "ProjectStatusRefuses",
     "PywharfError",
     "RangeNotSatisfiable",
     "RequestError",
@@ -130,6 +131,10 @@ class RequestError(PywharfError):
 
 class BadRequest(RequestError, ValueError):
     """Invalid input from the client (400)."""
+
+
+class ProjectStatusRefuses(RequestError):
+    """PEP 792: an archived or quarantined project takes no upload (400, as PyPI answers)."""
 
 
 class MalformedRequest(BadRequest):

@@ -37,7 +37,9 @@ __all__ = [
     "StreamBody",
     "Request",
     "Response",
+    "base_url",
     "http_date",
+    "scheme",
     "negotiate",
     "parse_basic_auth",
     "parse_byte_count",
@@ -125,6 +127,26 @@ class Response:
 
 # A management or login form is a few fields; anything bigger is not one.
 MAX_FORM_BYTES = 1024 * 1024
+
+
+# RFC 3986 host (a name, IPv4, or a bracketed IPv6 literal) and an optional port: nothing that
+# needs escaping in HTML or JSON, where the base URL goes into cached pages as it is.
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z"
+)
+
+
+def scheme(request: Request) -> str:
+    """The scheme the client used: behind a TLS-terminating proxy, X-Forwarded-Proto says so."""
+    return "https" if request.secure or request.header("x-forwarded-proto") == "https" else "http"
+
+
+def base_url(request: Request) -> str:
+    """`scheme://host` as the client addressed this server (PEP 740 wants absolute URLs)."""
+    host = request.header("host") or ""
+    if not _HOST.match(host):
+        raise BadRequest("the Host header is not a host name (RFC 3986 host, optional port)")
+    return f"{scheme(request)}://{host}"
 
 
 def read_body(request: Request, limit: int) -> bytes:

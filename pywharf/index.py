@@ -22,6 +22,11 @@ from packaging.utils import NormalizedName
 from pywharf.errors import StorageError
 
 __all__ = [
+    "ACTIVE",
+    "ARCHIVED",
+    "DEPRECATED",
+    "QUARANTINED",
+    "STATUSES",
     "UPSTREAM",
     "Add",
     "Delete",
@@ -30,13 +35,18 @@ __all__ = [
     "Index",
     "Listing",
     "Project",
+    "Status",
     "Yank",
     "event_from_json",
     "event_to_json",
+    "status_from_json",
 ]
 
 
 UPSTREAM = "upstream"  # a FileRecord's origin when it is a cached copy of an upstream file
+# PEP 792 project statuses; "active" is every project's status until one is set.
+ACTIVE, ARCHIVED, QUARANTINED, DEPRECATED = "active", "archived", "quarantined", "deprecated"
+STATUSES = (ACTIVE, ARCHIVED, QUARANTINED, DEPRECATED)
 
 
 class FileRecord(NamedTuple):
@@ -58,6 +68,9 @@ class FileRecord(NamedTuple):
     origin: str | None = None  # None: hosted here; UPSTREAM: a copy cached from the upstream
     stored_time: float | None = None  # when it entered this repository, if not `upload_time`
     summary: str | None = None  # the upload's one-line Summary: the web pages search it
+    # PEP 740: the provenance object served at `<file URL>.provenance`, as compact JSON text
+    # (attestations are a few KiB: held only by the files uploaded with them).
+    provenance: str | None = None
 
     @property
     def hosted(self) -> bool:
@@ -103,12 +116,27 @@ class Delete(NamedTuple):
     origin: str | None = None  # the deleted file's: an upstream copy's tombstone holds no project
 
 
-Event = Union[Add, Yank, Delete]
+class Status(NamedTuple):
+    """PEP 792: a project's status, set by an operator; "active" with no reason clears it."""
+
+    project: NormalizedName
+    status: str  # one of STATUSES
+    reason: str | None = None
+
+    @property
+    def cleared(self) -> bool:
+        return self.status == ACTIVE and not self.reason
+
+
+Event = Union[Add, Yank, Delete, Status]
 
 
 def event_to_json(event: Event) -> dict[str, Any]:
     if isinstance(event, Add):
         return {"op": "add", **event.record.to_json()}
+    if isinstance(event, Status):
+        return {"op": "status", "project": event.project, "status": event.status,
+                "reason": event.reason}  # fmt: skip
     if isinstance(event, Yank):
         return {"op": "yank", "project": event.project, "filename": event.filename,
                 "reason": event.reason}  # fmt: skip
@@ -124,6 +152,8 @@ def event_from_json(data: dict[str, Any]) -> Event:
     op = data.get("op")
     if op == "add":
         return Add(FileRecord.from_json(data))
+    if op == "status":
+        return status_from_json(data)
     project, filename = data.get("project"), data.get("filename")
     if not isinstance(project, str) or not isinstance(filename, str):
         raise StorageError(f"index event {data!r:.80} is malformed")
@@ -134,12 +164,23 @@ def event_from_json(data: dict[str, Any]) -> Event:
     raise StorageError(f"index event has an unknown op {op!r}")
 
 
+def status_from_json(data: dict[str, Any]) -> Status:
+    """A stored status (journal line, bundle manifest, index document); unknown ones refused."""
+    project, status, reason = data.get("project"), data.get("status"), data.get("reason")
+    if not isinstance(project, str) or status not in STATUSES:
+        raise StorageError(f"project status {data!r:.80} is malformed")
+    return Status(
+        NormalizedName(project), status, reason if isinstance(reason, str) and reason else None
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class Project:
     """A project and its files, sorted by filename; `pages` caches what is rendered from it."""
 
     name: NormalizedName
     files: tuple[FileRecord, ...]
+    status: Status | None = None  # PEP 792; None: active
     pages: dict[str, Any] = field(default_factory=dict, repr=False)
     by_filename: dict[str, FileRecord] = field(init=False, repr=False)
 
@@ -152,6 +193,11 @@ class Project:
     def file(self, filename: str) -> FileRecord | None:
         return self.by_filename.get(filename)
 
+    @property
+    def state(self) -> str:
+        """The PEP 792 status: "active" unless one was set."""
+        return self.status.status if self.status else ACTIVE
+
     def hosted_only(self) -> Project:
         """The project without its upstream copies: a project we hold never mixes them in."""
         if all(r.hosted for r in self.files):
@@ -159,7 +205,7 @@ class Project:
         view = self.pages.get("hosted")
         if view is None:
             view = self.pages["hosted"] = Project(
-                self.name, tuple(r for r in self.files if r.hosted)
+                self.name, tuple(r for r in self.files if r.hosted), self.status
             )
         assert isinstance(view, Project)
         return view
@@ -183,6 +229,7 @@ class Index:
         # Projects with a tombstone: held here even with no file left, so never looked up
         # elsewhere (an extra index would serve whatever the public one holds under the name).
         self._tombstoned: set[NormalizedName] = set()
+        self._statuses: dict[NormalizedName, Status] = {}  # PEP 792, of projects that set one
         self.listing = Listing(())
         self.changed_at = 0.0
         self.deletions = 0  # Deletes applied, tombstones of absent files too (a cache key)
@@ -195,6 +242,10 @@ class Index:
     def file(self, project: NormalizedName, filename: str) -> FileRecord | None:
         entry = self._projects.get(project)
         return entry.file(filename) if entry is not None else None
+
+    def statuses(self) -> list[Status]:
+        """Every status set (none "active" without a reason), by project name."""
+        return [self._statuses[name] for name in sorted(self._statuses)]
 
     def deleted_sha256(self, filename: str) -> str | None:
         return self._deleted.get(filename)
@@ -232,6 +283,7 @@ class Index:
             touched: dict[NormalizedName, dict[str, FileRecord]] = {n: {} for n in self._projects}
             self._deleted = {}
             self._tombstoned = set()
+            self._statuses = {}
             for event in events:
                 self._apply_one(event, touched)
             return self._commit(touched)
@@ -253,6 +305,12 @@ class Index:
             self._deleted.pop(record.filename, None)
             return
         files = self._files_of(event.project, touched)
+        if isinstance(event, Status):
+            if event.cleared:
+                self._statuses.pop(event.project, None)
+            else:
+                self._statuses[event.project] = event
+            return
         existing = files.get(event.filename)
         if isinstance(event, Delete):
             self.deletions += 1
@@ -272,12 +330,13 @@ class Index:
         for name, files in touched.items():
             current = self._projects.get(name)
             ordered = tuple(sorted(files.values(), key=lambda r: r.filename))
-            if current is not None and current.files == ordered:
+            status = self._statuses.get(name)
+            if current is not None and (current.files, current.status) == (ordered, status):
                 continue
             changed = True
             if ordered:
                 names_changed |= current is None
-                self._projects[name] = Project(name, ordered)
+                self._projects[name] = Project(name, ordered, status)
             elif current is not None:
                 names_changed = True
                 del self._projects[name]

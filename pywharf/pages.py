@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 from pywharf import simple
@@ -19,6 +20,10 @@ __all__ = ["Page", "Renderer"]
 
 # Below this a gzip member costs more than it saves.
 GZIP_MIN_BYTES = 1024
+# Hosts a page keeps its own copy for (a few names of one server). A client sending ever new
+# Host headers costs a substitution each, never memory: past the bound the copies are dropped.
+MAX_BASES_PER_PAGE = 8
+_MARK = simple.BASE_MARK.encode()
 
 
 class Page:
@@ -29,12 +34,28 @@ class Page:
     asked for it (pip and uv do).
     """
 
-    __slots__ = ("_gzipped", "body", "etag")
+    __slots__ = ("_by_base", "_gzipped", "body", "etag")
 
     def __init__(self, body: bytes) -> None:
         self.body = body
         self.etag = hashlib.sha256(body).hexdigest()[:32]  # strong; representations add a suffix
         self._gzipped: bytes | None = None
+        # A page with PEP 740 provenance URLs is a template: `for_base` serves a copy per host.
+        self._by_base: dict[str, Page] | None = {} if _MARK in body else None
+
+    def for_base(self, base: Callable[[], str]) -> Page:
+        """The page as served to a request whose base URL (scheme://host) is `base()`: itself,
+        unless it holds fully qualified URLs. The copy is made once per host, and its ETag is
+        that of its own bytes, so servers sharing a store agree on it."""
+        if self._by_base is None:
+            return self
+        key = base()
+        page = self._by_base.get(key)
+        if page is None:
+            if len(self._by_base) >= MAX_BASES_PER_PAGE:
+                self._by_base = {}  # replaced, not cleared: a reader may hold the old dict
+            page = self._by_base[key] = Page(self.body.replace(_MARK, key.encode()))
+        return page
 
     @property
     def compressible(self) -> bool:
@@ -78,7 +99,17 @@ class Renderer:
             listing.pages, kind, lambda: render(n for n in listing.names if covers(n))
         )
 
-    def project(self, project: Project, json: bool) -> Page:
-        if json:
-            return self._cached(project.pages, "json", lambda: simple.render_project_json(project))
-        return self._cached(project.pages, "html", lambda: simple.render_project_html(project))
+    def project(
+        self,
+        project: Project,
+        json: bool,
+        tracks: Sequence[str] = (),
+        alternate_locations: Sequence[str] = (),
+    ) -> Page:
+        """`tracks` and `alternate_locations` (PEP 708) are configuration: fixed for as long
+        as the repository, and so its projects, live."""
+        render = simple.render_project_json if json else simple.render_project_html
+        kind = "json" if json else "html"
+        return self._cached(
+            project.pages, kind, lambda: render(project, tracks, alternate_locations)
+        )

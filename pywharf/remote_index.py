@@ -52,6 +52,8 @@ def _entry(record: FileRecord, backend_type: str, location: dict[str, Any]) -> d
         meta["origin"] = record.origin
     if record.stored_time is not None:
         meta["stored_time"] = record.stored_time
+    if record.provenance is not None:
+        meta["provenance"] = record.provenance  # PEP 740, as JSON text
     entry = {"type": backend_type, "distrib": record.project, "package": package,
              "ext": extension, "sha256": record.sha256, **location.get(record.filename, {}),
              "meta": meta}  # fmt: skip
@@ -87,6 +89,7 @@ def _record(entry: dict[str, Any], default_time: float) -> FileRecord:
         yanked=meta.get("yanked"),
         origin=meta.get("origin"),
         stored_time=meta.get("stored_time"),
+        provenance=meta.get("provenance") if isinstance(meta.get("provenance"), str) else None,
     )
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.parser import Parser
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from packaging.utils import NormalizedName
@@ -20,24 +22,32 @@ from pywharf.auth import Permission
 from pywharf.backends import Backend
 from pywharf.backends import LocalFile
 from pywharf.backends import StagedUpload
+from pywharf.config import ProjectConfig
 from pywharf.dists import same_version
 from pywharf.downloads import FileDownload
 from pywharf.downloads import stored_download
 from pywharf.errors import AuthenticationRequired
+from pywharf.errors import BadRequest
 from pywharf.errors import DistributionExists
 from pywharf.errors import NotFound
+from pywharf.errors import ProjectStatusRefuses
 from pywharf.errors import PywharfError
 from pywharf.errors import StorageError
+from pywharf.index import ARCHIVED
+from pywharf.index import QUARANTINED
+from pywharf.index import STATUSES
 from pywharf.index import Add
 from pywharf.index import Delete
 from pywharf.index import Event
 from pywharf.index import FileRecord
 from pywharf.index import Index
 from pywharf.index import Project
+from pywharf.index import Status
 from pywharf.index import Yank
 from pywharf.oidc import TrustedPublisher
 from pywharf.pages import Page
 from pywharf.pages import Renderer
+from pywharf.provenance import PROVENANCE_SUFFIX
 from pywharf.search import SearchCorpus
 from pywharf.tokens import ALL_RIGHTS
 from pywharf.tokens import TOKEN_PREFIX
@@ -57,6 +67,7 @@ SECRET_GRANTS = {
     Permission.WRITE: Grant("secret:write", ALL_RIGHTS),
 }
 
+_NO_LINKS = ProjectConfig()
 # A METADATA file bigger than this is not read for the web page's description.
 MAX_DESCRIPTION_BYTES = 1024 * 1024
 
@@ -106,8 +117,10 @@ class Repository:
         upstream_dir: Path | None = None,  # where upstream pages and metadata are kept
         publishers: tuple[TrustedPublisher, ...] = (),
         clock: Any = time.time,
+        projects: Mapping[str, ProjectConfig] = MappingProxyType({}),  # PEP 708, by name
     ) -> None:
         self.name = backend.name
+        self.projects = projects
         self.epoch = epoch  # names this configuration of the repository (browser sessions)
         self.backend = backend
         self.index = Index()
@@ -178,7 +191,12 @@ class Repository:
         if not self.index.holds(name):
             return self.upstream.project_page(name, json)
         project = self.index.project(name)
-        return None if project is None else self.renderer.project(project.hosted_only(), json)
+        if project is None:
+            return None
+        links = self.projects.get(name, _NO_LINKS)
+        return self.renderer.project(
+            project.hosted_only(), json, links.tracks, links.alternate_locations
+        )
 
     def holds(self, name: NormalizedName) -> bool:
         """Whether the project is this repository's, even with every file deleted."""
@@ -192,6 +210,9 @@ class Repository:
         """A stored file, or with `.metadata` a wheel's PEP 658 core metadata."""
         if not self.index.holds(name):
             return self.upstream.download(name, filename)
+        project = self.index.project(name)
+        if project is not None and project.state == QUARANTINED:  # PEP 792: nothing offered
+            raise NotFound(f"project {name!a} is quarantined")
         metadata = filename.endswith(".metadata")
         record = self.index.file(name, filename)
         if record is None and metadata:
@@ -201,6 +222,15 @@ class Repository:
         if record is None or not record.hosted:
             raise NotFound(f"{filename!a} is not in project {name!a}")
         return stored_download(self.backend, record, metadata)
+
+    def provenance(self, name: NormalizedName, filename: str) -> bytes:
+        """PEP 740: the provenance object of a file uploaded with attestations."""
+        stored = filename.removesuffix(PROVENANCE_SUFFIX)
+        project = self.index.project(name) if self.index.holds(name) else None
+        record = project.file(stored) if project and project.state != QUARANTINED else None
+        if record is None or record.provenance is None:
+            raise NotFound(f"{filename!a} is not in project {name!a}")
+        return record.provenance.encode()
 
     def sync(self) -> bool:
         """Bring the index up to date with the backend; cheap when nothing changed."""
@@ -224,6 +254,11 @@ class Repository:
     def store(self, upload: StagedUpload, credential: str) -> FileRecord:
         """Store an upload and list it at once; an identical re-upload stores nothing."""
         record = upload.record
+        project = self.index.project(record.project)
+        if project is not None and project.state in (ARCHIVED, QUARANTINED):  # PEP 792
+            raise ProjectStatusRefuses(
+                f"project {record.project!a} is {project.state}: it takes no uploads"
+            )
         known = self.index.file(record.project, record.filename)
         if known is None:
             deleted = self.index.deleted_sha256(record.filename)
@@ -246,6 +281,18 @@ class Repository:
         load is a whole snapshot, which would hide the file until the next sync)."""
         with self._sync_lock:
             self.index.apply([event])
+
+    def set_status(
+        self, name: NormalizedName, status: str, reason: str | None, credential: str
+    ) -> Status:
+        """PEP 792: set a project's status (of a project this repository holds)."""
+        if status not in STATUSES:
+            raise BadRequest(f"unknown project status {status!a}; one of: {', '.join(STATUSES)}")
+        if not self.index.holds(name):
+            raise NotFound(f"project {name!a} is not in repository {self.name!r}")
+        event = Status(name, status, reason or None)
+        self.change(event, credential)
+        return event
 
     def _project(self, name: NormalizedName) -> Project:
         project = self.index.project(name)

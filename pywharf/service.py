@@ -156,7 +156,8 @@ class Service:
                     self._sessions.fingerprint(config.type + repr(sorted(config.values.items()))),
                     UpstreamSettings.from_config(config),
                     self.root / "cache" / config.name / "upstream",
-                    config.publishers,
+                    publishers=config.publishers,
+                    projects=config.projects,
                 )
                 repositories[config.name] = repository
                 try:

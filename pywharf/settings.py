@@ -94,6 +94,13 @@ class ChangeOptions(BackendOptions):
 
 
 @dataclass(frozen=True)
+class StatusOptions(ChangeOptions):
+    """status: a project's PEP 792 status (its `target` is unused)."""
+
+    status: str = ""
+
+
+@dataclass(frozen=True)
 class ExportOptions(BackendOptions):
     """export: the repository's files (or some of them) into a bundle tar."""
 
@@ -254,6 +261,20 @@ DELETE = Command(
     ChangeOptions,
     open_flags=True,
 )
+STATUS = Command(
+    "status",
+    "Set a project's status (PEP 792): archived and quarantined refuse uploads, quarantined "
+    "also hides its files; deprecated only informs.",
+    ("type", "name", "project", "status"),
+    (
+        *_BACKEND_FLAGS,
+        _TARGET[0],
+        Setting("status", str, None, "active, archived, quarantined or deprecated.", True),
+        Setting("reason", str, "", "Why, shown to installers."),
+    ),
+    StatusOptions,
+    open_flags=True,
+)
 EXPORT = Command(
     "export",
     "Write a repository's files, their metadata and a manifest into one tar (air-gap bundle).",
@@ -362,8 +383,8 @@ GITHUB_GEN_GH_PAGES = Command(
 COMMANDS: dict[str, Command[Any]] = {
     c.name: c
     for c in (
-        SERVER, UPDATE_INDEX, YANK, UNYANK, DELETE, EXPORT, IMPORT, TOKEN_CREATE, TOKEN_LIST,
-        TOKEN_REVOKE, GITHUB_INIT_PKG_REPO, GITHUB_GEN_GH_PAGES,
+        SERVER, UPDATE_INDEX, YANK, UNYANK, DELETE, STATUS, EXPORT, IMPORT, TOKEN_CREATE,
+        TOKEN_LIST, TOKEN_REVOKE, GITHUB_INIT_PKG_REPO, GITHUB_GEN_GH_PAGES,
     )
 }  # fmt: skip
 

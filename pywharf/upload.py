@@ -41,6 +41,8 @@ from pywharf.errors import storage_error
 from pywharf.http import Request
 from pywharf.index import FileRecord
 from pywharf.metadata import read_wheel_metadata
+from pywharf.provenance import parse_attestations
+from pywharf.provenance import provenance_json
 
 __all__ = ["Spools", "receive_upload"]
 
@@ -58,7 +60,7 @@ _DIGESTS: dict[str, Callable[[], Any]] = {
 }
 _RETIRED_ACTIONS = {"submit", "submit_pkg_info", "doc_upload", "remove_pkg", "file_upload_legacy"}
 # Lean metadata: the original kept every field, README bodies included, in its index.
-_NOT_KEPT = {"content", "description", ":action", "protocol_version"}
+_NOT_KEPT = {"content", "description", ":action", "protocol_version", "attestations"}
 
 
 class Spools:
@@ -269,10 +271,18 @@ def _check_digests(form: _Form, spool: Path) -> str:
     return sha256
 
 
-def _stage(form: _Form, spool: Path) -> StagedUpload:
+def _provenance(form: _Form, filename: str, sha256: str, by: dict[str, Any]) -> str | None:
+    """PEP 740: the provenance object of the upload's attestations (None: it sent none)."""
+    text = form.first("attestations")
+    attestations = parse_attestations(text, filename, sha256) if text else []
+    return provenance_json(attestations, by) if attestations else None
+
+
+def _stage(form: _Form, spool: Path, by: dict[str, Any]) -> StagedUpload:
     _check_action(form)
     distribution = _check_distribution(form)
     sha256 = _check_digests(form, spool)
+    provenance = _provenance(form, distribution.filename, sha256, by)
     requires_python = form.first("requires_python")
     metadata = None
     if distribution.kind == "wheel":
@@ -289,6 +299,7 @@ def _stage(form: _Form, spool: Path) -> StagedUpload:
         requires_python=requires_python if requires_python not in ("", "UNKNOWN") else None,
         metadata_sha256=hashlib.sha256(metadata).hexdigest() if metadata is not None else None,
         summary=form.first("summary") or None,
+        provenance=provenance,
     )
     kept = {k: v[0] for k, v in form.fields.items() if k not in _NOT_KEPT and v[0] != "UNKNOWN"}
     return StagedUpload(spool, record, metadata, kept)
@@ -296,9 +307,12 @@ def _stage(form: _Form, spool: Path) -> StagedUpload:
 
 @contextmanager
 def receive_upload(
-    request: Request, spool_dir: Path, max_file_bytes: int, spools: Spools
+    request: Request, spool_dir: Path, max_file_bytes: int, spools: Spools, by: dict[str, Any]
 ) -> Iterator[StagedUpload]:
-    """Receive and verify an upload; the spool file lives until the `with` block ends."""
+    """Receive and verify an upload; the spool file lives until the `with` block ends.
+
+    `by` is the PEP 740 publisher its attestations are served with.
+    """
     with spools.new(spool_dir) as (spool, sink):
         form = _receive(request, sink, max_file_bytes)
-        yield _stage(form, spool)
+        yield _stage(form, spool, by)

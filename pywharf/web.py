@@ -19,6 +19,7 @@ from pywharf.errors import NotFound
 from pywharf.http import Response
 from pywharf.http import prefers_html
 from pywharf.http import read_form
+from pywharf.http import scheme
 from pywharf.login import same_origin
 from pywharf.search import SearchResult
 from pywharf.session import Session
@@ -88,9 +89,8 @@ def to_project(app: App, call: Call) -> Response:
 
 def _index_url(call: Call, repository: Repository) -> str:
     request = call.request
-    scheme = "https" if request.secure or request.header("x-forwarded-proto") == "https" else "http"
     host = request.header("host") or "localhost"
-    return f"{scheme}://{quote(repository.name)}:$PYWHARF_SECRET@{host}/simple/"
+    return f"{scheme(request)}://{quote(repository.name)}:$PYWHARF_SECRET@{host}/simple/"
 
 
 def project(app: App, call: Call) -> Response:

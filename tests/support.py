@@ -99,7 +99,16 @@ def build_app(root: Path, config: str = CONFIG) -> App:
         backend = create_backend(repository_config, root, None)
         upstream = UpstreamSettings.from_config(repository_config)
         upstream_dir = root / "cache" / repository_config.name / "upstream"
-        repository = Repository(backend, 3600, 300, "", upstream, upstream_dir)
+        repository = Repository(
+            backend,
+            3600,
+            300,
+            "",
+            upstream,
+            upstream_dir,
+            publishers=repository_config.publishers,
+            projects=repository_config.projects,
+        )
         repository.sync()
         repositories[repository_config.name] = repository
     return App(repositories)
@@ -231,11 +240,15 @@ def run_pyz(
 
 
 def twine_upload(
-    server: ServerProcess, files: list[Path], home: Path, password: str = WRITE
+    server: ServerProcess,
+    files: list[Path],
+    home: Path,
+    password: str = WRITE,
+    options: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     command = [str(BIN / "twine"), "upload", "--non-interactive", "--disable-progress-bar",
                "--repository-url", f"{server.live.url}/simple/", "-u", "local", "-p", password,
-               *map(str, files)]  # fmt: skip
+               *options, *map(str, files)]  # fmt: skip
     return subprocess.run(
         command, env=client_env(home), capture_output=True, text=True, timeout=120
     )
@@ -272,11 +285,16 @@ def run_client(command: list[str], home: Path) -> subprocess.CompletedProcess[st
 
 
 def uv_publish(
-    server: ServerProcess, files: list[Path], home: Path, password: str = WRITE
+    server: ServerProcess,
+    files: list[Path],
+    home: Path,
+    password: str = WRITE,
+    attestations: bool = False,  # uv sends the `<file>.<kind>.attestation` files beside each
 ) -> subprocess.CompletedProcess[str]:
     command = [str(BIN / "uv"), "publish", "--publish-url", f"{server.live.url}/simple/",
                "-u", "local", "-p", password, "--trusted-publishing", "never",
-               "--keyring-provider", "disabled", "--no-attestations", *map(str, files)]  # fmt: skip
+               "--keyring-provider", "disabled", *([] if attestations else ["--no-attestations"]),
+               *map(str, files)]  # fmt: skip
     return subprocess.run(
         command, env=client_env(home), capture_output=True, text=True, timeout=120
     )
@@ -336,6 +354,7 @@ class _SimplePage(HTMLParser):
         super().__init__(convert_charrefs=True)  # as pip parses
         self.doctype = ""
         self.meta: dict[str, str | None] = {}
+        self.metas: list[tuple[str, str | None]] = []  # every one: PEP 708 repeats its names
         self.anchors: list[Anchor] = []
         self._open: tuple[dict[str, str | None], list[str]] | None = None
 
@@ -346,6 +365,7 @@ class _SimplePage(HTMLParser):
         attributes = dict(attrs)
         if tag == "meta" and attributes.get("name"):
             self.meta[str(attributes["name"])] = attributes.get("content")
+            self.metas.append((str(attributes["name"]), attributes.get("content")))
         elif tag == "a":
             self._open = (attributes, [])
         elif self._open is not None:
@@ -387,6 +407,18 @@ def check_simple_html(body: bytes, kind: str) -> tuple[str, list[Anchor]]:
         assert core == attributes.get("data-dist-info-metadata"), anchor  # PEP 714: same value
         assert core is None or core == "true" or _HASH_FRAGMENT.match(core), anchor
         assert attributes.get("data-requires-python", "") is not None, anchor
+        provenance = attributes.get("data-provenance")  # PEP 740: fully qualified, 1.3
+        if provenance is not None:
+            assert re.fullmatch(r"https?://[^/\s]+/\S*\.provenance", provenance), anchor
+            assert Version(version) >= Version("1.3"), version
+    status = page.meta.get("pypi:project-status")  # PEP 792, 1.4
+    if status is not None or "pypi:project-status-reason" in page.meta:
+        assert status in ("active", "archived", "quarantined", "deprecated"), page.meta
+        assert Version(version) >= Version("1.4"), version
+    for name, content in page.metas:  # PEP 708, 1.2: one tag per URL
+        if name in ("pypi:tracks", "pypi:alternate-locations"):
+            assert content and re.match(r"https?://[^/\s]+", content), (name, content)
+            assert Version(version) >= Version("1.2"), version
     # `<` and `>` in attribute values must be written as entities.
     for value in re.findall(rb'=\s*"([^"]*)"', body):
         assert b"<" not in value and b">" not in value, value

@@ -15,11 +15,13 @@ from typing import Any
 from pywharf.backends import RepairReport
 from pywharf.dists import parse_filename
 from pywharf.errors import PywharfError
+from pywharf.index import ACTIVE
 from pywharf.index import Add
 from pywharf.index import Delete
 from pywharf.index import Event
 from pywharf.index import FileRecord
 from pywharf.index import Index
+from pywharf.index import Status
 from pywharf.index import Yank
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "rescanned_events",
     "repair_report",
     "tombstone",
+    "status_changes",
     "tombstone_events",
 ]
 
@@ -94,7 +97,8 @@ def repair_report(
 def rescanned_events(
     found: Iterable[FileRecord], before: Iterable[Event]
 ) -> tuple[list[Event], RepairReport]:
-    """The whole index a rescan found, with the tombstones of `before` that still hold."""
+    """The whole index a rescan found, with the tombstones and project statuses of `before`
+    (a status is the operator's, not the storage's: no rescan can find it)."""
     files = {record.filename: record for record in found}
     history = list(before)
     index = Index()
@@ -105,4 +109,13 @@ def rescanned_events(
     events += [
         Delete(e.project, name, index.deleted_sha256(name), e.origin) for name, e in deleted.items()
     ]
+    events += index.statuses()
     return events, report
+
+
+def status_changes(old: Iterable[Status], new: Iterable[Status]) -> list[Status]:
+    """The Status events that turn the statuses `old` into `new` (a dropped one is cleared)."""
+    before = {s.project: s for s in old}
+    after = {s.project: s for s in new}
+    changes = [after[name] for name in sorted(after) if before.get(name) != after[name]]
+    return changes + [Status(name, ACTIVE) for name in sorted(before.keys() - after.keys())]

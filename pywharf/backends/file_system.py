@@ -60,6 +60,7 @@ from pywharf.index import Add
 from pywharf.index import Delete
 from pywharf.index import Event
 from pywharf.index import FileRecord
+from pywharf.index import Status
 from pywharf.index import Yank
 from pywharf.remote_index import dump_index
 
@@ -265,17 +266,19 @@ class FileSystemBackend:
     def apply_change(self, event: Event, credential: str) -> None:
         if isinstance(event, Add):
             raise StorageError("an Add is stored by put()")
-        path = self.storage / event.project / event.filename
         try:
             with self.journal.locked():  # a put journaling this file sees it before or after
                 if isinstance(event, Delete):
+                    path = self.storage / event.project / event.filename
                     for suffix in (".metadata", ".meta", ""):
                         path.with_name(path.name + suffix).unlink(missing_ok=True)
-                else:
-                    self._update_yank(path, event)
+                elif isinstance(event, Yank):
+                    self._update_yank(self.storage / event.project / event.filename, event)
+                # A project status lives in the journal only (rebuilds carry it over).
                 self.journal.append(event)
         except OSError as error:
-            raise storage_error(f"cannot change {event.filename!r}", error) from None
+            what = event.project if isinstance(event, Status) else event.filename
+            raise storage_error(f"cannot change {what!r}", error) from None
 
     def _update_yank(self, path: Path, event: Yank) -> None:
         stored = self.sidecars.record_from_disk(path)

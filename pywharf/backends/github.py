@@ -48,6 +48,7 @@ from pywharf.backends.github_layout import parse_document
 from pywharf.backends.github_layout import published_file
 from pywharf.backends.github_layout import remove_entry
 from pywharf.backends.github_layout import same_document
+from pywharf.backends.github_layout import set_status
 from pywharf.backends.github_layout import set_yank
 from pywharf.backends.github_layout import with_yank
 from pywharf.backends.github_upload import UploadSaga
@@ -63,6 +64,7 @@ from pywharf.errors import StorageNotFound
 from pywharf.index import Add
 from pywharf.index import Event
 from pywharf.index import FileRecord
+from pywharf.index import Status
 from pywharf.index import Yank
 
 __all__ = ["INDEX_WRITE_ATTEMPTS", "GitHubBackend", "GitHubSettings"]
@@ -189,12 +191,16 @@ class GitHubBackend:
 
     @storage_errors(callers_token=True)
     def apply_change(self, event: Event, credential: str) -> None:
-        """Yank: the release body and the index; delete: the release, its tag, the index."""
+        """Yank: the release body and the index; delete: the release, its tag, the index;
+        a project status: the index."""
         if isinstance(event, Add):
             raise StorageError("an Add is stored by put()")
         client = self._as(credential)
         if isinstance(event, Yank):
             self._yank(client, event)
+        elif isinstance(event, Status):  # PEP 792: in the index file only, as `[[status]]`
+            change = functools.partial(set_status, status=event)
+            self._index.change(client, change, f"Set the status of {event.project}")
         else:
             self._delete(client, event.project, event.filename)
 
@@ -276,7 +282,7 @@ class GitHubBackend:
                 published.update(self._published(current.locations))
             files, tombstones = self._reconcile(published, current)
             reports.append(repair_report(current.records, {n: f[0] for n, f in files.items()}))
-            document = build_document(files, tombstones, int(self._clock()))
+            document = build_document(files, tombstones, int(self._clock()), current.statuses)
             data = tomli_w.dumps(document).encode()
             unchanged = same_document(parse_document(data, "new index"), current.document)
             return None if unchanged else document

@@ -18,6 +18,7 @@ import tomli_w
 
 from pywharf.backends import IndexUpdate
 from pywharf.backends.events import diff_events
+from pywharf.backends.events import status_changes
 from pywharf.backends.events import tombstone_events
 from pywharf.backends.github_layout import IndexFile
 from pywharf.backends.github_layout import Location
@@ -30,7 +31,6 @@ from pywharf.errors import StorageNotFound
 from pywharf.errors import StorageUnavailable
 from pywharf.index import Add
 from pywharf.index import Event
-from pywharf.index import FileRecord
 
 __all__ = ["INDEX_WRITE_ATTEMPTS", "IndexDocument", "RemoteIndex"]
 
@@ -77,7 +77,7 @@ class IndexDocument:
         self._write_lock = threading.Lock()  # one index write at a time from this server
         self._locations: dict[str, Location] = {}
         self._remote: RemoteIndex | None = None
-        self._snapshots: OrderedDict[str, dict[str, FileRecord]] = OrderedDict()
+        self._snapshots: OrderedDict[str, IndexFile] = OrderedDict()
 
     @property
     def source(self) -> str:
@@ -137,14 +137,17 @@ class IndexDocument:
         with self._lock:
             self._locations = dict(listed.locations)
             old = self._snapshots.get(cursor) if isinstance(cursor, str) else None
-            self._snapshots[new_cursor] = records
+            self._snapshots[new_cursor] = listed
             self._snapshots.move_to_end(new_cursor)
             while len(self._snapshots) > KEPT_SNAPSHOTS:
                 self._snapshots.popitem(last=False)
         if old is not None:
-            return IndexUpdate(tuple(diff_events(old, records)), False, new_cursor, listed.mtime)
+            changes = [*diff_events(old.records, records),
+                       *status_changes(old.statuses, listed.statuses)]  # fmt: skip
+            return IndexUpdate(tuple(changes), False, new_cursor, listed.mtime)
         events: list[Event] = [Add(records[name]) for name in sorted(records)]
         events += tombstone_events(listed.tombstones)
+        events += listed.statuses
         return IndexUpdate(tuple(events), True, new_cursor, listed.mtime)
 
     def _keep(self, remote: RemoteIndex) -> None:

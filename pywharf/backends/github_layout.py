@@ -27,6 +27,8 @@ from pywharf.errors import PywharfError
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
 from pywharf.index import FileRecord
+from pywharf.index import Status
+from pywharf.index import status_from_json
 from pywharf.remote_index import dump_index
 from pywharf.remote_index import load_index
 
@@ -45,6 +47,7 @@ __all__ = [
     "release_body",
     "remove_entry",
     "same_document",
+    "set_status",
     "set_yank",
     "with_yank",
 ]
@@ -94,6 +97,7 @@ class IndexFile:
     records: dict[str, FileRecord]
     locations: dict[str, Location]
     tombstones: dict[str, dict[str, Any]]  # filename -> `[[deleted]]` item
+    statuses: list[Status]  # PEP 792, from `[[status]]`
 
 
 # --- the index document --------------------------------------------------------------------------
@@ -101,7 +105,7 @@ class IndexFile:
 
 def empty_index() -> IndexFile:
     """What a repository without an index file lists: nothing."""
-    return IndexFile({"mtime": 0, "pkgs": []}, 0, {}, {}, {})
+    return IndexFile({"mtime": 0, "pkgs": []}, 0, {}, {}, {}, [])
 
 
 def _entry_filename(entry: Mapping[str, Any]) -> str:
@@ -144,11 +148,44 @@ def _tombstones(document: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _statuses(document: Mapping[str, Any]) -> list[Status]:
+    """The `[[status]]` items (PEP 792): one per project that set one; malformed ones skipped."""
+    found = {}
+    for item in document.get("status") or ():
+        try:
+            status = status_from_json(item) if isinstance(item, dict) else None
+        except PywharfError:
+            continue
+        if status is not None:
+            found[status.project] = status
+    return [found[name] for name in sorted(found)]
+
+
+def set_status(document: dict[str, Any], status: Status) -> bool:
+    """Set (or with "active" and no reason, clear) a project's `[[status]]`; False if so."""
+    kept = {s.project: s for s in _statuses(document)}
+    if kept.get(status.project) == (None if status.cleared else status):
+        return False
+    kept.pop(status.project, None)
+    if not status.cleared:
+        kept[status.project] = status
+    _put_statuses(document, kept.values())
+    return True
+
+
+def _put_statuses(document: dict[str, Any], statuses: Any) -> None:
+    items = [{k: v for k, v in s._asdict().items() if v is not None} for s in statuses]
+    if items:
+        document["status"] = sorted(items, key=lambda item: item["project"])
+    else:
+        document.pop("status", None)
+
+
 def read_document(data: bytes, source: str) -> IndexFile:
     """The files an index file lists (entries we cannot download are left out)."""
     document = parse_document(data, source)
     mtime, records, entries = load_index(data, source)
-    listed = IndexFile(document, mtime, {}, {}, {})
+    listed = IndexFile(document, mtime, {}, {}, {}, _statuses(document))
     for record, entry in zip(records, entries):
         location = location_of(entry, record.filename)
         if location is not None:
@@ -167,12 +204,16 @@ def _entry(record: FileRecord, location: Location) -> dict[str, Any]:
 
 
 def build_document(
-    records: Mapping[str, tuple[FileRecord, Location]], tombstones: Mapping[str, Any], mtime: int
+    records: Mapping[str, tuple[FileRecord, Location]],
+    tombstones: Mapping[str, Any],
+    mtime: int,
+    statuses: list[Status],
 ) -> dict[str, Any]:
     document: dict[str, Any] = {"mtime": mtime, "pkgs": []}
     document["pkgs"] = [_entry(*records[name]) for name in sorted(records)]
     if tombstones:
         document["deleted"] = [tombstones[name] for name in sorted(tombstones)]
+    _put_statuses(document, statuses)
     return document
 
 
@@ -254,7 +295,8 @@ def release_body(form: Mapping[str, str], record: FileRecord) -> str:
                             "size": record.size, "upload_time": record.upload_time}  # fmt: skip
     meta.pop("requires_python", None)  # the artifact's value beats the form's
     optional = {"requires_python": record.requires_python,
-                "metadata_sha256": record.metadata_sha256, "yanked": record.yanked}  # fmt: skip
+                "metadata_sha256": record.metadata_sha256, "yanked": record.yanked,
+                "provenance": record.provenance}  # fmt: skip
     meta.update({k: v for k, v in optional.items() if v is not None})
     return tomli_w.dumps(meta)
 
@@ -346,6 +388,7 @@ def published_file(
         requires_python=requires_python if requires_python not in (None, "", "UNKNOWN") else None,
         metadata_sha256=metadata_sha256,
         yanked=_text(meta, "yanked"),
+        provenance=_text(meta, "provenance"),
     )
     location = Location(asset.id, asset.url, asset.name, metadata.id if metadata else None)
     return record, location

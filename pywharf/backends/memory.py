@@ -44,6 +44,7 @@ from pywharf.index import Add
 from pywharf.index import Delete
 from pywharf.index import Event
 from pywharf.index import FileRecord
+from pywharf.index import Yank
 
 __all__ = ["MemoryBackend", "MemoryStore"]
 
@@ -133,14 +134,14 @@ class MemoryBackend:
         if isinstance(event, Add):
             raise StorageError("an Add is stored by put()")
         with self.store.lock:
-            blob = self.store.files.get(event.filename)
             if isinstance(event, Delete):
                 self.store.files.pop(event.filename, None)
-            elif blob is None or blob.record is None:
-                raise StorageNotFound(f"{event.filename!r} is not stored")
-            else:
+            elif isinstance(event, Yank):
+                blob = self.store.files.get(event.filename)
+                if blob is None or blob.record is None:
+                    raise StorageNotFound(f"{event.filename!r} is not stored")
                 blob.record = blob.record._replace(yanked=event.reason)
-            self.store.append(event)
+            self.store.append(event)  # a project status lives in the journal only
         if isinstance(event, Delete):
             self._copies.forget(event.filename)
             self._copies.forget(event.filename + ".metadata")

@@ -79,6 +79,7 @@ from pywharf.index import Add
 from pywharf.index import Delete
 from pywharf.index import Event
 from pywharf.index import FileRecord
+from pywharf.index import Status
 from pywharf.index import Yank
 
 __all__ = ["S3Backend", "S3Settings", "s3_errors"]
@@ -291,6 +292,10 @@ class S3Backend:
                 raise StorageError("an Add is stored by put()")
             if isinstance(event, Yank):
                 self._index.update(event.project, functools.partial(_yanked, event))
+                return
+            if isinstance(event, Status):  # PEP 792: kept in the project's manifest
+                status = event
+                self._index.update(event.project, lambda m: (m.with_status(status), None))
                 return
             self._delete(event)
 

@@ -29,10 +29,13 @@ from pywharf.backends.events import tombstone
 from pywharf.dists import parse_filename
 from pywharf.errors import PywharfError
 from pywharf.errors import StorageError
+from pywharf.index import ACTIVE
+from pywharf.index import STATUSES
 from pywharf.index import Add
 from pywharf.index import Delete
 from pywharf.index import Event
 from pywharf.index import FileRecord
+from pywharf.index import Status
 
 __all__ = [
     "Layout",
@@ -108,6 +111,7 @@ class Manifest:
     project: NormalizedName
     files: Mapping[str, FileRecord] = field(default_factory=dict)
     deleted: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    status: Status | None = None  # PEP 792; None: active, never set
 
     def with_file(self, record: FileRecord) -> Manifest:
         """The file listed (a re-upload after a delete takes its tombstone's place)."""
@@ -126,6 +130,9 @@ class Manifest:
         record = self.files[filename]
         return replace(self, files={**self.files, filename: record._replace(yanked=reason)})
 
+    def with_status(self, status: Status) -> Manifest:
+        return replace(self, status=None if status.cleared else status)
+
     def deleted_sha256(self, filename: str) -> str | None:
         sha256 = self.deleted.get(filename, {}).get("sha256")
         return sha256 if isinstance(sha256, str) else None
@@ -137,6 +144,8 @@ class Manifest:
             "files": [self.files[name].to_json() for name in sorted(self.files)],
             "deleted": [dict(self.deleted[name]) for name in sorted(self.deleted)],
         }
+        if self.status is not None:
+            document["status"] = {"status": self.status.status, "reason": self.status.reason}
         return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
@@ -146,13 +155,25 @@ class Manifest:
             files = [FileRecord.from_json(item) for item in document["files"]]
             deleted = [dict(item) for item in document.get("deleted", ())]
             names = [str(item["filename"]) for item in deleted]
+            status = _status(document.get("status"), project)
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise StorageError(f"the manifest of {project!r} is malformed: {error!r}") from None
         return cls(
             NormalizedName(project),
             {record.filename: record for record in files},
             dict(zip(names, deleted)),
+            status,
         )
+
+
+def _status(value: Any, project: str) -> Status | None:
+    if value is None:
+        return None
+    if value.get("status") not in STATUSES or not isinstance(
+        value.get("reason"), (str, type(None))
+    ):
+        raise ValueError(f"status {value!r} is not a PEP 792 status")
+    return Status(NormalizedName(project), value["status"], value["reason"])
 
 
 def _tombstone_events(manifest: Manifest, skip: Mapping[str, Any]) -> list[Event]:
@@ -172,13 +193,18 @@ def manifest_events(old: Manifest | None, new: Manifest | None) -> list[Event]:
     if new is not None:  # tombstones of files this reader never saw listed
         seen = {e.filename: e for e in events if isinstance(e, Delete)}
         events += _tombstone_events(new, {**(old.deleted if old else {}), **seen})
+    before_status = old.status if old else None
+    after_status = new.status if new else None
+    if after_status != before_status:
+        project = (new or old).project  # type: ignore[union-attr]
+        events.append(after_status or Status(project, ACTIVE))
     return events
 
 
 def whole_events(manifest: Manifest) -> list[Event]:
-    return [Add(manifest.files[name]) for name in sorted(manifest.files)] + _tombstone_events(
-        manifest, {}
-    )
+    events: list[Event] = [Add(manifest.files[name]) for name in sorted(manifest.files)]
+    events += _tombstone_events(manifest, {})
+    return [*events, manifest.status] if manifest.status is not None else events
 
 
 def object_metadata(record: FileRecord) -> dict[str, str]:

@@ -185,5 +185,5 @@ def _reconciled(
         if name not in scanned.files and name not in files:
             files[name] = record
     deleted = {name: stone for name, stone in current.deleted.items() if name not in files}
-    new = Manifest(NormalizedName(current.project), files, deleted)
+    new = Manifest(NormalizedName(current.project), files, deleted, current.status)
     return (current if new == current else new), files

@@ -41,6 +41,7 @@ from pywharf.index import Add
 from pywharf.index import Delete
 from pywharf.index import FileRecord
 from pywharf.index import Index
+from pywharf.index import Status
 from pywharf.index import Yank
 from pywharf.metadata import read_wheel_metadata
 
@@ -329,6 +330,45 @@ class BackendContract:
         record = stage(backend, dists["sdist"]).record
         with pytest.raises(StorageError):
             backend.apply_change(Add(record), credential)
+
+    # --- PEP 792 status and PEP 740 provenance: kept with the index ---------------------------
+
+    def test_a_project_status_survives_a_reload_a_twin_and_a_rebuild(
+        self, backend: Backend, twin: Backend, credential: str, dists: dict[str, Path]
+    ) -> None:
+        record = self.put(backend, credential, dists["wheel"])
+        theirs = twin.read_index(None)
+        assert theirs is not None
+        archived = Status(record.project, "archived", "moved to acme-tools")
+        backend.apply_change(archived, credential)
+        project = index_of(backend).project(record.project)
+        assert project is not None and project.status == archived
+        update = twin.read_index(theirs.cursor)  # a second server follows the change
+        assert update is not None and archived in update.events
+        backend.rebuild_index()  # a status is no file: a rescan must carry it over
+        assert index_of(backend).statuses() == [archived]
+        backend.apply_change(Status(record.project, "active"), credential)
+        assert index_of(backend).statuses() == []
+        backend.rebuild_index()
+        assert index_of(backend).statuses() == []
+
+    def test_provenance_is_kept_with_the_file_through_a_rebuild(
+        self, backend: Backend, credential: str, dists: dict[str, Path]
+    ) -> None:
+        upload = stage(backend, dists["wheel"])
+        provenance = '{"version":1,"attestation_bundles":[]}'
+        upload = StagedUpload(
+            upload.path, upload.record._replace(provenance=provenance), upload.metadata, {}
+        )
+        try:
+            record = backend.put(upload, credential)
+        finally:
+            upload.path.unlink(missing_ok=True)
+        assert index_of(backend).file(record.project, record.filename) == record
+        assert record.provenance == provenance
+        backend.rebuild_index()
+        found = index_of(backend).file(record.project, record.filename)
+        assert found is not None and found.provenance == provenance
 
     # --- rebuild_index -------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,8 @@ from browser import browser  # noqa: F401 (a fixture for the browser tests)
 from browser import chromium  # noqa: F401 (a fixture for the browser tests)
 from pythons import MINORS
 from pythons import interpreters
+from support import BIN
+from support import run_client
 
 HERE = Path(__file__).resolve().parent
 
@@ -20,6 +24,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def old_pip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv with pip 23.0 (from PyPI), which knows PEP 658 only as `data-dist-info-metadata`."""
+    folder = tmp_path_factory.mktemp("pip-23.0")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    python = folder / "bin" / "python"
+    command = [str(BIN / "uv"), "pip", "install", "--python", str(python), "pip==23.0"]
+    result = run_client(command, folder / "home")
+    assert result.returncode == 0, "installing pip 23.0 from PyPI failed:\n" + result.stderr
+    version = run_client([str(python), "-m", "pip", "--version"], folder / "home")
+    assert version.stdout.startswith("pip 23.0 "), version.stdout + version.stderr
+    return python
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -143,20 +143,6 @@ def test_uv_and_pip_fetch_metadata_not_wheels_of_rejected_versions(
             assert not [r for r in seen if r[1] == wheel], (installer.__name__, seen)
 
 
-@pytest.fixture(scope="session")
-def old_pip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A venv with pip 23.0 (from PyPI), which knows PEP 658 only as `data-dist-info-metadata`."""
-    folder = tmp_path_factory.mktemp("pip-23.0")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
-    python = folder / "bin" / "python"
-    command = [str(BIN / "uv"), "pip", "install", "--python", str(python), "pip==23.0"]
-    result = run_client(command, folder / "home")
-    assert result.returncode == 0, "installing pip 23.0 from PyPI failed:\n" + result.stderr
-    version = run_client([str(python), "-m", "pip", "--version"], folder / "home")
-    assert version.stdout.startswith("pip 23.0 "), version.stdout + version.stderr
-    return python
-
-
 @pytest.mark.slow
 def test_old_pip_reads_data_dist_info_metadata(
     pyz_server: ServerProcess, old_pip: Path, tmp_path: Path

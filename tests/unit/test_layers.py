@@ -20,6 +20,7 @@ PACKAGE = REPO / "pywharf"
 PURE = (
     "errors", "dists", "multipart", "http", "simple", "index", "auth", "pages", "metadata",
     "routes", "upstream_page", "search", "metrics", "web_pages", "tokens", "oidc",
+    "provenance",
 )  # fmt: skip
 # What a pure module may not touch: the network, servers, processes, signals, file locks.
 SHELL_STDLIB = {

@@ -450,9 +450,10 @@ class App:
     # --- files -------------------------------------------------------------------------------
 
     def file(self, call: Call) -> Response:
-        if not call.sees(call.project()):
-            raise NotFound(f"{call.params['filename']!a} is not in project {call.project()!a}")
-        download = call.repository.download(call.project(), call.params["filename"])
+        project = call.project()
+        if not call.sees(project):
+            raise NotFound(f"{call.params['filename']!a} is not in project {project!a}")
+        download = call.repository.download(project, call.params["filename"])
         if isinstance(download.target, Redirect):
             headers = [("Location", download.target.url), ("Content-Length", "0")]
             return Response(302, headers, user=call.repository.name)

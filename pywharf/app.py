@@ -240,7 +240,7 @@ class App:
         self.metrics.request(route, response.status, time.perf_counter() - started)
         return response
 
-    def _dispatch(self, request: Request, found: Match[Handler]) -> Response:
+    def _dispatch(self, request: Request, found: Match[RouteHandler]) -> Response:
         credentials = parse_basic_auth(request.header("authorization"))
         route, note = found.route, AuditNote()
         action = _audited(route, found.params, request.method)
@@ -534,7 +534,7 @@ class App:
 MAX_MINT_BODY_BYTES = 64 * 1024
 
 
-def _audited(route: Route[Handler], params: Mapping[str, str], method: str) -> str | None:
+def _audited(route: Route[RouteHandler], params: Mapping[str, str], method: str) -> str | None:
     """The audit action of a request, if its route changes something (reads are not logged)."""
     if route.audit is None or method in ("GET", "HEAD"):
         return None
@@ -545,7 +545,7 @@ def _to_slash(app: App, call: Call) -> Response:
     return _redirect(call.request.path + "/" + _query(call.request))
 
 
-Handler = Callable[[App, Call], Response]
+RouteHandler = Callable[[App, Call], Response]
 _READ = ("GET", "HEAD")
 _POST = ("POST",)
 # A repository named in the path (`/<repo>/simple/`): the rows below the literal ones, so a
@@ -554,7 +554,7 @@ _REPO = "/{repo}"
 _W = Permission.WRITE
 
 
-def _repository_routes(prefix: str) -> list[Route[Handler]]:
+def _repository_routes(prefix: str) -> list[Route[RouteHandler]]:
     """The package API, under `prefix` ('' or `/{repo}`)."""
     return [
         Route(f"{prefix}/simple", _READ, _to_slash, None),
@@ -581,7 +581,7 @@ def _repository_routes(prefix: str) -> list[Route[Handler]]:
 # The one route table: pattern, methods, handler, the permission the credentials must grant,
 # and what the audit log calls a change. 404 and 405 depend on the path alone; every route that
 # could reveal a project authenticates (401) before its handler looks anything up.
-ROUTES: RouteTable[Handler] = RouteTable(
+ROUTES: RouteTable[RouteHandler] = RouteTable(
     [
         # Browsers get the web pages; other clients (and health checks) a short text.
         Route("/", _READ, web.home, None),

@@ -20,6 +20,8 @@ from datetime import timezone
 from pathlib import Path
 from typing import Any
 
+from pywharf.backends.atomic import write_all
+
 __all__ = ["AuditLog", "client_address"]
 
 log = logging.getLogger("pywharf")
@@ -111,12 +113,6 @@ class AuditLog:
         if thread is not None:
             self._queue.put(_STOP)
             thread.join(timeout)
-
-
-def write_all(descriptor: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(descriptor, view) :]
 
 
 def _line(item: tuple[Any, ...]) -> bytes:

@@ -341,7 +341,8 @@ def _send_head_more(sock: socket.socket, head: bytes) -> None:
 def _send_file(sock: socket.socket, body: FileBody) -> None:
     """Zero-copy with os.sendfile. Not socket.sendfile(): it builds a poll selector per call,
     which cost more than a small wheel's whole transfer; our socket blocks (kernel timeouts)."""
-    descriptor = os.open(body.path, os.O_RDONLY)
+    # O_NOFOLLOW: a symlink planted in storage is never sent, whatever it points to.
+    descriptor = os.open(body.path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         offset, remaining = body.offset, body.length
         while remaining:
@@ -374,7 +375,7 @@ def _send_encrypted(sock: socket.socket, head: bytes, body: bytes | FileBody) ->
         sock.sendall(head + body)
         return
     sock.sendall(head)
-    with open(body.path, "rb") as file:
+    with os.fdopen(os.open(body.path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as file:
         file.seek(body.offset)
         remaining = body.length
         while remaining:

@@ -33,7 +33,7 @@ __all__ = [
     "UPLOAD_LIMITS",
     "Data",
     "End",
-    "Event",
+    "MultipartEvent",
     "Field",
     "File",
     "Limits",
@@ -115,7 +115,7 @@ class NeedData:
 
 END = End()
 NEED_DATA = NeedData()
-Event = Union[Field, File, Data, End, NeedData]
+MultipartEvent = Union[Field, File, Data, End, NeedData]
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # RFC 9110 §5.6.2
 _TOKEN_RE = re.compile(_TOKEN)
@@ -163,7 +163,7 @@ class MultipartDecoder:
         self._name = ""
         self._file_bytes = 0
         self._fields_bytes = 0
-        self._steps: dict[str, Callable[[], Event | None]] = {
+        self._steps: dict[str, Callable[[], MultipartEvent | None]] = {
             _PREAMBLE: self._preamble,
             _HEADERS: self._headers,
             _FIELD: self._field,
@@ -180,7 +180,7 @@ class MultipartDecoder:
         """Mark the end of input; a body cut off before its closing delimiter is then an error."""
         self._eof = True
 
-    def next_event(self) -> Event:
+    def next_event(self) -> MultipartEvent:
         """The next event, or NEED_DATA; after END it returns NEED_DATA for ever."""
         if self._error is not None:
             raise self._error
@@ -190,8 +190,8 @@ class MultipartDecoder:
             self._error = error  # later calls repeat it rather than decode a broken state
             raise
 
-    def _next(self) -> Event:
-        event: Event | None = None
+    def _next(self) -> MultipartEvent:
+        event: MultipartEvent | None = None
         while event is None:
             event = self._steps[self._state]()
         if event is NEED_DATA and self._eof and self._state != _DONE:
@@ -205,7 +205,7 @@ class MultipartDecoder:
         kind = "text field" if self._state == _FIELD else "file"
         return where.get(self._state, f"inside {kind} {_shown(self._name)}")
 
-    def _preamble(self) -> Event | None:
+    def _preamble(self) -> MultipartEvent | None:
         at = self._buffer.find(self._delimiter, self._scan)
         if at < 0:
             del self._buffer[: self._safe_end()]  # RFC 2046 §5.1.1: the preamble is ignored
@@ -214,7 +214,7 @@ class MultipartDecoder:
         self._state = _HEADERS
         return None
 
-    def _headers(self) -> Event | None:
+    def _headers(self) -> MultipartEvent | None:
         buffer = self._buffer
         if len(buffer) < 2:
             return NEED_DATA
@@ -253,7 +253,7 @@ class MultipartDecoder:
         self._scan = max(0, len(buffer) - 2)
         return None
 
-    def _start_part(self, headers: dict[str, str]) -> Event | None:
+    def _start_part(self, headers: dict[str, str]) -> MultipartEvent | None:
         self._parts += 1
         if self._parts > self._limits.max_parts:
             raise PayloadTooLarge(f"Multipart body has more than {self._limits.max_parts} parts")
@@ -270,7 +270,7 @@ class MultipartDecoder:
         self._file_bytes = 0
         return File(self._name, filename, _media_type(headers.get("content-type", "")))
 
-    def _field(self) -> Event | None:
+    def _field(self) -> MultipartEvent | None:
         at = self._buffer.find(self._delimiter, self._scan)
         if at < 0:
             self._scan = self._safe_end()
@@ -293,7 +293,7 @@ class MultipartDecoder:
         if self._fields_bytes + size > total:
             raise PayloadTooLarge(f"Text fields are over {_size(total)} in total")
 
-    def _file(self) -> Event:
+    def _file(self) -> MultipartEvent:
         at = self._buffer.find(self._delimiter)
         size = at if at >= 0 else self._safe_end()
         self._file_bytes += size

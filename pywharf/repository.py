@@ -232,13 +232,20 @@ class Repository:
             known = self.backend.put(upload, credential)
         if known.sha256 != record.sha256:
             raise DistributionExists(record.filename)
-        self.index.apply([Add(known)])
+        self._show(Add(known))
         return known
 
     def change(self, event: Event, credential: str) -> None:
         """Persist a yank or delete, then show it."""
         self.backend.apply_change(event, credential)
-        self.index.apply([event])
+        self._show(event)
+
+    def _show(self, event: Event) -> None:
+        """Apply a stored change to the index at once, under the sync's lock: a sync that read
+        the store before the change was durable must not replace the index after it (a first
+        load is a whole snapshot, which would hide the file until the next sync)."""
+        with self._sync_lock:
+            self.index.apply([event])
 
     def _project(self, name: NormalizedName) -> Project:
         project = self.index.project(name)

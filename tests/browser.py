@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -23,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from debian import apt_install
 
 __all__ = ["Browser", "WebDriverError", "browser", "chromium", "log_in"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-APT_TIMEOUT_SECONDS = 900
 DRIVER_START_SECONDS = 20
 CALL_SECONDS = 60  # one WebDriver call, page loads included
 WAIT_SECONDS = 15  # polling for a URL or a text to appear
@@ -53,37 +52,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _apt(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    command = ["apt-get", "-o", "DPkg::Lock::Timeout=300", *args]
-    return subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_SECONDS
-    )
-
-
-def _install_chromium() -> str | None:
-    """Install the Debian packages if missing; a reason to skip if apt cannot provide them."""
-    if CHROMIUM.exists() and CHROMEDRIVER.exists():
-        return None
-    if shutil.which("apt-get") is None:
-        return "chromium and chromium-driver are missing and there is no apt-get to install them"
-    if os.geteuid() != 0:
-        return "chromium and chromium-driver are missing and apt-get needs root to install them"
-    update = _apt("update")
-    if update.returncode != 0:
-        return f"apt-get update failed: {update.stderr.strip()[-500:]}"
-    install = _apt("install", "-y", "--no-install-recommends", "chromium", "chromium-driver")
-    if install.returncode != 0:
-        return f"apt cannot install chromium, chromium-driver: {install.stderr.strip()[-500:]}"
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        return f"apt installed the packages but {CHROMIUM} or {CHROMEDRIVER} is missing"
-    return None
-
-
 @pytest.fixture(scope="session")
 def chromium() -> Path:
     """Debian's Chromium and ChromeDriver, installed once per test session."""
-    reason = _install_chromium()
+    reason = apt_install(("chromium", "chromium-driver"), (CHROMIUM, CHROMEDRIVER))
     if reason is not None:
         pytest.skip(reason)
     return CHROMEDRIVER

@@ -15,6 +15,7 @@ import secrets
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -119,11 +120,13 @@ def write_atomically(path: Path, data: bytes, temporary_dir: Path) -> None:
         os.replace(temporary, path)
 
 
-def write_all(file: BinaryIO, data: bytes) -> None:
-    """Write every byte: on a full disk an unbuffered write can write part, then fail."""
+def write_all(target: BinaryIO | int, data: bytes) -> None:
+    """Write every byte to an unbuffered file or a descriptor: on a full disk a write can
+    write part and return less, then fail on the next one."""
+    write = target.write if not isinstance(target, int) else partial(os.write, target)
     view = memoryview(data)
     while view:
-        view = view[file.write(view) :]  # unbuffered: a short write returns less
+        view = view[write(view) :]
 
 
 def fsync_directory(path: Path) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -298,9 +299,12 @@ class FileSystemBackend:
 
     def _local(self, path: Path) -> LocalFile:
         try:
-            return LocalFile(str(path), path.stat().st_size)
+            found = path.lstat()  # lstat: a symlink put in place of a file is not served
         except OSError:
-            raise StorageNotFound(f"{path.name!r} is missing from the storage") from None
+            raise StorageNotFound(f"{path.name!a} is missing from the storage") from None
+        if not stat.S_ISREG(found.st_mode):
+            raise StorageNotFound(f"{path.name!a} in the storage is not a regular file")
+        return LocalFile(str(path), found.st_size)
 
     def rebuild_index(self) -> RepairReport:
         """Rescan the storage, rewrite the journal from it, and say what changed."""
@@ -372,12 +376,18 @@ def _read_intent(intent: Path) -> tuple[FileRecord, dict[str, str]] | None:
 
 
 def _stored_files(storage: Path) -> Iterator[Path]:
+    """The distributions in the project folders. A symlink, to a folder or a file, is never
+    followed: it could list and serve anything the server can read (issue 9)."""
     for project in sorted(storage.iterdir()):
-        if project.name.startswith(".") or not project.is_dir():
+        if project.name.startswith(".") or project.is_symlink() or not project.is_dir():
             continue
         for path in sorted(project.iterdir()):
-            if path.name.endswith(_SUFFIXES) and not path.name.startswith("."):
-                yield path
+            if not path.name.endswith(_SUFFIXES) or path.name.startswith("."):
+                continue
+            if path.is_symlink() or not path.is_file():
+                log.warning("update_index: %s is not a regular file; not listed", path)
+                continue
+            yield path
 
 
 def _into_folder(path: Path, target: Path) -> Path | None:

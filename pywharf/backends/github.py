@@ -156,7 +156,9 @@ class GitHubBackend:
         return f"GitHubBackend({self.owner}/{self.repo}, {self._api!r})"
 
     def _as(self, credential: str) -> GitHubClient:
-        return self._api.with_token(credential)
+        """The caller's own token; none given (an upstream cache fill, an `import`): the
+        server's, which then needs push rights."""
+        return self._api.with_token(credential) if credential else self._api
 
     # --- auth ----------------------------------------------------------------------------------
 

@@ -24,10 +24,10 @@ from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
 from pywharf.errors import StorageUnavailable
 
-__all__ = ["storage_error", "storage_errors"]
+__all__ = ["github_storage_error", "storage_errors"]
 
 
-def storage_error(error: ClientError, *, callers_token: bool) -> StorageError:
+def github_storage_error(error: ClientError, *, callers_token: bool) -> StorageError:
     """The storage error that answers a client error (see the module docstring)."""
     message = str(error)
     if isinstance(error, AlreadyExists):
@@ -49,4 +49,4 @@ def storage_errors(*, callers_token: bool) -> Iterator[None]:
     try:
         yield
     except ClientError as error:
-        raise storage_error(error, callers_token=callers_token) from error
+        raise github_storage_error(error, callers_token=callers_token) from error

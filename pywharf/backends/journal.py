@@ -23,6 +23,7 @@ from typing import Any
 from typing import BinaryIO
 
 from pywharf.backends import IndexUpdate
+from pywharf.backends.atomic import write_all
 from pywharf.backends.atomic import write_atomically
 from pywharf.errors import PywharfError
 from pywharf.errors import StorageError
@@ -101,9 +102,7 @@ class Journal:
         try:
             start = self._cut_torn_tail(descriptor)
             try:
-                view = memoryview(line)
-                while view:  # a full disk can write part of a record and then fail
-                    view = view[os.write(descriptor, view) :]
+                write_all(descriptor, line)  # a full disk can write part, then fail
                 os.fsync(descriptor)
             except OSError:
                 # Never a partial line; if even this fails, the next writer cuts the tail.

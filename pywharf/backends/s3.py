@@ -149,7 +149,7 @@ def credentials_for(name: str, admin_secret: str | None, environ: Mapping[str, s
     return Credentials(key_id, secret, environ.get("AWS_SESSION_TOKEN", ""))
 
 
-def storage_error(error: ClientError, repository: str) -> StorageError:
+def s3_storage_error(error: ClientError, repository: str) -> StorageError:
     """The storage error that answers a client error. Every S3 call uses the server's own
     credentials, so a refusal is the operator's to mend: 503, never the caller's 401/403."""
     message = f"repository {repository!r}: {error}"
@@ -172,7 +172,7 @@ def s3_errors(repository: str) -> Iterator[None]:
     try:
         yield
     except ClientError as error:
-        raise storage_error(error, repository) from error
+        raise s3_storage_error(error, repository) from error
 
 
 class S3Backend:

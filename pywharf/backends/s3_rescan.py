@@ -27,8 +27,8 @@ from pywharf.backends.s3_index import ManifestStore
 from pywharf.backends.s3_layout import Layout
 from pywharf.backends.s3_layout import Manifest
 from pywharf.backends.s3_layout import record_from_head
-from pywharf.clients.s3 import ListedObject
 from pywharf.clients.s3 import S3Client
+from pywharf.clients.s3_core import ListedObject
 from pywharf.dists import parse_filename
 from pywharf.errors import PywharfError
 from pywharf.index import FileRecord

@@ -30,7 +30,7 @@ from pywharf.backends import Redirect
 from pywharf.backends import backend_settings
 from pywharf.backends import create_backend
 from pywharf.backends.github import GitHubBackend
-from pywharf.backends.github_errors import storage_error
+from pywharf.backends.github_errors import github_storage_error
 from pywharf.backends.github_index import INDEX_WRITE_ATTEMPTS
 from pywharf.backends.github_upload import DRAFT_WAITS
 from pywharf.clients.errors import AlreadyExists
@@ -223,8 +223,8 @@ def sdist(tmp_path: Path) -> Path:
 def test_client_errors_map_by_whose_token_was_refused(
     error: ClientError, callers: type[StorageError], servers: type[StorageError]
 ) -> None:
-    assert type(storage_error(error, callers_token=True)) is callers
-    assert type(storage_error(error, callers_token=False)) is servers
+    assert type(github_storage_error(error, callers_token=True)) is callers
+    assert type(github_storage_error(error, callers_token=False)) is servers
     assert [CredentialInvalid.status, CredentialRefused.status] == [401, 403]
 
 
@@ -725,3 +725,12 @@ def test_a_success_that_is_not_the_json_asked_for_is_a_clean_failure(
         put(quick, wheel)
     assert caught.value.status in (502, 503) and "\n" not in str(caught.value)
     assert_nothing_stored(github, wheel.name)
+
+
+def test_a_store_without_a_caller_acts_with_the_server_s_token(
+    github: FakeGitHub, backend: GitHubBackend, wheel: Path
+) -> None:
+    """An upstream cache fill or a bundle import has no caller: the server's token stores."""
+    record = put(backend, wheel, token="")
+    assert [r.tag_name for r in releases(github)] == [wheel.name]
+    assert index_of(backend).file(record.project, wheel.name) is not None

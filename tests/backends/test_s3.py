@@ -33,7 +33,7 @@ from pywharf.backends import create_backend
 from pywharf.backends.s3 import S3Backend
 from pywharf.backends.s3_layout import Layout
 from pywharf.backends.s3_layout import object_metadata
-from pywharf.clients import s3 as s3_client
+from pywharf.clients import s3_core as s3_client
 from pywharf.clients.errors import Unavailable
 from pywharf.clients.s3 import S3Client
 from pywharf.clients.sigv4 import Credentials

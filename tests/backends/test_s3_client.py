@@ -23,8 +23,8 @@ from pywharf.clients.errors import Refused
 from pywharf.clients.errors import ResourceNotFound
 from pywharf.clients.errors import Unavailable
 from pywharf.clients.http import RetryPolicy
-from pywharf.clients.s3 import MIN_PART_BYTES
 from pywharf.clients.s3 import S3Client
+from pywharf.clients.s3_core import MIN_PART_BYTES
 from pywharf.clients.sigv4 import Credentials
 from pywharf.clients.sigv4 import S3Location
 

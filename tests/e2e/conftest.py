@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from balancer import nginx  # noqa: F401 (a fixture for the scale-out tests)
 from browser import browser  # noqa: F401 (a fixture for the browser tests)
 from browser import chromium  # noqa: F401 (a fixture for the browser tests)
 from pythons import MINORS

@@ -156,3 +156,34 @@ def test_initialize_makes_a_world_readable_config_private(pyz: Path, tmp_path: P
         assert (root / "config.toml").stat().st_mode & 0o777 == 0o600
     finally:
         stop(server)
+
+
+def test_a_symlink_planted_in_storage_is_never_listed_or_served(pyz: Path, tmp_path: Path) -> None:
+    """Issue 9: `update_index` followed a symlink in storage and the server served its target."""
+    config = tmp_path / "repos.toml"
+    config.write_text(CONFIG)
+    root = tmp_path / "root"
+    storage = root / "cache" / "local" / "storage"
+    (tmp_path / "elsewhere").mkdir()
+    secret_wheel = make_wheel(tmp_path / "elsewhere", "secret-pkg", "1.0")
+    (storage / "secret-pkg").mkdir(parents=True)
+    (storage / "secret-pkg" / secret_wheel.name).symlink_to(secret_wheel)
+    (storage / "linked-dir").symlink_to(secret_wheel.parent, target_is_directory=True)
+    result = run_pyz(pyz, "update_index", "file_system", "local", "--root", str(root))
+    assert result.returncode == 0, result.stderr
+    assert "secret" not in result.stdout.replace("0 files indexed", "")
+    server = start_pyz(pyz, root, "--config", str(config), "--extra_index_url", "")
+    try:
+        assert server.live.request("GET", "/simple/secret-pkg/")[0] == 404
+        status, _, body = server.live.request("GET", f"/simple/secret-pkg/{secret_wheel.name}")
+        assert status == 404 and body != secret_wheel.read_bytes()
+        # A file swapped for a symlink after it was listed is refused too.
+        real = make_wheel(tmp_path, "real-pkg", "1.0")
+        assert upload(server.live, real)[0] == 200
+        stored = storage / "real-pkg" / real.name
+        stored.unlink()
+        stored.symlink_to(secret_wheel)
+        status, _, body = server.live.request("GET", f"/simple/real-pkg/{real.name}")
+        assert status == 404 and body != secret_wheel.read_bytes()
+    finally:
+        stop(server)

@@ -7,6 +7,7 @@ served from bytes afterwards, and no request lists or re-reads the backend (issu
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
@@ -316,3 +317,42 @@ def test_a_sync_with_nothing_new_changes_nothing(repository: Repository) -> None
     assert repository.sync() is False
     assert repository.index.project("proj-a") is project  # type: ignore[arg-type]
     assert repository.index.listing is listing
+
+
+def test_an_upload_during_a_first_load_is_not_hidden_by_its_stale_snapshot(
+    tmp_path: Path,
+) -> None:
+    """A sync reads the whole store, an upload is stored, then the sync applies what it read:
+    the upload stays listed (seen through S3 with the store down at start, issue 11)."""
+    config = '[local]\ntype = "memory"\nread_secret = "r"\nwrite_secret = "w"\n'
+    app = build_app(tmp_path / "root", config)
+    repository = app.repositories["local"]
+    backend: Any = repository.backend
+    read, put = backend.read_index, backend.put
+    stale_read, release, stored = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_first_load(cursor: Any) -> Any:
+        snapshot = read(None)  # what the store held before the upload
+        stale_read.set()
+        release.wait(10)
+        return snapshot
+
+    def put_then_say_so(*args: Any) -> Any:
+        record = put(*args)
+        stored.set()
+        return record
+
+    backend.read_index, backend.put = slow_first_load, put_then_say_so
+    wheel = make_wheel(tmp_path, "late-pkg", "1.0")
+    syncing = threading.Thread(target=repository.sync)
+    syncing.start()
+    assert stale_read.wait(10)
+    uploading = threading.Thread(target=lambda: app_upload(app, wheel, secret="w"))
+    uploading.start()
+    assert stored.wait(10)
+    uploading.join(0.5)  # time for an upload that does not wait for the sync to show itself
+    release.set()
+    syncing.join(10)
+    uploading.join(10)
+    backend.read_index, backend.put = read, put
+    assert repository.index.file("late-pkg", wheel.name) is not None  # type: ignore[arg-type]

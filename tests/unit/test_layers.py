@@ -171,3 +171,21 @@ def test_backends_know_nothing_of_http_or_html(path: Path) -> None:
 
 def test_nothing_below_the_cli_imports_it() -> None:
     assert importers_of("pywharf.cli") <= {"pywharf.__main__"}
+
+
+def test_each_public_name_is_defined_once() -> None:
+    """Issue 10: two `Response`, three `Body` and two `Repository` types confused readers; a
+    public class, function or type alias now means one thing across the package."""
+    places: dict[str, list[str]] = {}
+    for path in sources():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            names = []
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+                names = [node.name]
+            elif isinstance(node, ast.Assign):  # type aliases: `Event = Union[...]`
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+                names = [n for n in names if n[:1].isupper() and not n.isupper()]
+            for name in names:
+                if not name.startswith("_"):
+                    places.setdefault(name, []).append(module_name(path))
+    assert {n: p for n, p in places.items() if len(p) > 1} == {}

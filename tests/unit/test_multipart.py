@@ -26,11 +26,11 @@ from pywharf.multipart import END
 from pywharf.multipart import NEED_DATA
 from pywharf.multipart import UPLOAD_LIMITS
 from pywharf.multipart import Data
-from pywharf.multipart import Event
 from pywharf.multipart import Field
 from pywharf.multipart import File
 from pywharf.multipart import Limits
 from pywharf.multipart import MultipartDecoder
+from pywharf.multipart import MultipartEvent
 from pywharf.multipart import parse_boundary
 
 CAPTURES = Path(__file__).resolve().parent.parent / "data" / "captures"
@@ -49,10 +49,10 @@ def lines(*parts: str | bytes) -> bytes:
 
 def decode(
     chunks: list[bytes], boundary: bytes = BOUNDARY, limits: Limits = UPLOAD_LIMITS
-) -> list[Event]:
+) -> list[MultipartEvent]:
     """All events of a body fed as `chunks`, with each file's Data joined into one."""
     decoder = MultipartDecoder(boundary, limits)
-    events: list[Event] = []
+    events: list[MultipartEvent] = []
     for chunk in [*chunks, None]:
         if chunk is None:
             decoder.end()
@@ -64,9 +64,9 @@ def decode(
     return coalesce(events)
 
 
-def coalesce(events: list[Event]) -> list[Event]:
+def coalesce(events: list[MultipartEvent]) -> list[MultipartEvent]:
     """Join each file part's Data events, checking `more` is False on exactly the last one."""
-    joined: list[Event] = []
+    joined: list[MultipartEvent] = []
     for event in events:
         previous = joined[-1] if joined else None
         if isinstance(previous, Data) and previous.more:
@@ -89,7 +89,7 @@ def splits(body: bytes) -> list[list[bytes]]:
 
 def decode_every_way(
     body: bytes, boundary: bytes = BOUNDARY, limits: Limits = UPLOAD_LIMITS
-) -> list[Event]:
+) -> list[MultipartEvent]:
     """Decode every split of `body`; all must agree. Returns the events."""
     whole = decode([body], boundary, limits)
     for chunks in splits(body):
@@ -256,7 +256,7 @@ VALID = {
 
 
 @pytest.mark.parametrize(("body", "expected"), VALID.values(), ids=VALID.keys())
-def test_valid_bodies(body: bytes, expected: list[Event]) -> None:
+def test_valid_bodies(body: bytes, expected: list[MultipartEvent]) -> None:
     assert decode_every_way(body) == expected
 
 
@@ -701,7 +701,7 @@ def quoted(text: str) -> str:
 def test_fuzz_round_trip(parts: list[tuple[object, ...]], epilogue: bytes, cuts: list[int]) -> None:
     """Any body a correct client could send decodes to what it encodes, however it is cut."""
     body = bytearray(b"preamble\r\n")
-    expected: list[Event] = []
+    expected: list[MultipartEvent] = []
     for kind, name, *rest in parts:
         assert isinstance(name, str)
         disposition = f"Content-Disposition: form-data; name={quoted(name)}"

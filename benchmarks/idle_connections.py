@@ -9,6 +9,12 @@ checkout, e.g. a `git worktree` of the commit to compare with):
 Each connection makes one request (`GET /`), reads the answer and then stays open and silent,
 as a pip or uv connection pool does between downloads. The figures are read from
 `/proc/PID/status` (Threads, VmRSS) and `/proc/PID/fd` once they have settled.
+
+With `--active 64`, the server holds a generated repository (2,000 projects, `generated.py`)
+and wrk's 64 connections read random project pages for `--seconds`, first alone, then beside
+the idle connections: their p99 and the server's CPU per request, both times (issue 16).
+`--max-connections` defaults to the idle connections plus the active ones plus 100 (the
+server's own default, 1,000, is below 2,000 idle connections).
 """
 
 from __future__ import annotations
@@ -23,9 +29,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.generated import generate_repository
+from benchmarks.generated import project_name
 
 REPO = Path(__file__).resolve().parent.parent
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+# With a configured repository `/` wants credentials: the pages a pip connection pool reads.
+REQUEST_WITH_AUTH = (
+    b"GET /simple/ HTTP/1.1\r\nHost: bench\r\nAuthorization: Basic YmVuY2g6cg==\r\n\r\n"
+)
 
 
 def server_figures(pid: int) -> dict[str, int]:
@@ -68,11 +84,13 @@ def wait_for_port(log: Path, process: subprocess.Popen[bytes]) -> int:
     raise SystemExit(f"the server did not start:\n{log.read_text(errors='replace')}")
 
 
-def open_idle(port: int, count: int) -> list[socket.socket]:
+def open_idle(port: int, count: int, authorization: bool = False) -> list[socket.socket]:
+    """`count` connections, each after one answered request; a refusal stops the run."""
     sockets = []
+    request = REQUEST_WITH_AUTH if authorization else REQUEST
     for _ in range(count):
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        sock.sendall(REQUEST)
+        sock.sendall(request)
         answer = b""
         while b"\r\n\r\n" not in answer:
             chunk = sock.recv(4096)
@@ -85,9 +103,36 @@ def open_idle(port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
+def active_load(port: int, pid: int, active: int, seconds: float, work: Path) -> dict[str, float]:
+    """wrk on random project pages: p99 and the server's CPU per request."""
+    from benchmarks.load import Endpoint
+    from benchmarks.load import basic_auth
+    from benchmarks.load import run_wrk
+    from benchmarks.proc import cpu_seconds
+
+    pages = [f"/simple/{project_name(p)}/" for p in range(ACTIVE_PROJECTS)]
+    auth = {"Authorization": basic_auth("bench", "r")}
+    before = cpu_seconds([pid])
+    result = run_wrk(Endpoint("127.0.0.1", port), pages, auth, seconds, 2, active, work)
+    used = cpu_seconds([pid]) - before
+    return {
+        "requests": result.requests,
+        "errors": result.error_count,
+        "p99_ms": result.p99_ms,
+        "cpu_us": used / max(1, result.requests) * 1e6,
+    }
+
+
+ACTIVE_PROJECTS = 2000
+ACTIVE_CONFIG = '[bench]\ntype = "file_system"\nread_secret = "r"\nwrite_secret = "w"\n'
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=2000)
+    parser.add_argument("--active", type=int, default=0, help="wrk connections beside them")
+    parser.add_argument("--seconds", type=float, default=10.0, help="each wrk run")
+    parser.add_argument("--max-connections", type=int, help="the server's --max_connections")
     parser.add_argument("--source", type=Path, default=REPO, help="the tree to run")
     parser.add_argument(
         "--no-max-connections",
@@ -101,18 +146,34 @@ def main() -> None:
         log = Path(work) / "server.log"
         command = [sys.executable, "-m", "pywharf", "server", f"{work}/root"]
         command += ["--host", "127.0.0.1", "--port", "0", "--extra_index_url", ""]
+        if options.active:
+            generate_repository(Path(work) / "root", "bench", ACTIVE_PROJECTS, 5, False)
+            (Path(work) / "bench.toml").write_text(ACTIVE_CONFIG)
+            command += ["--config", f"{work}/bench.toml"]
         if not options.no_max_connections:
-            command += ["--max_connections", str(options.connections + 100)]
+            limit = options.max_connections or options.connections + options.active + 100
+            command += ["--max_connections", str(limit)]
         env = {**os.environ, "PYTHONPATH": str(options.source)}
         with log.open("wb") as sink:
             process = subprocess.Popen(
                 command, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=work
             )
+        figures: dict[str, Any] = {}
         try:
             port = wait_for_port(log, process)
-            figures = {"before": settled(process.pid)}
-            sockets = open_idle(port, options.connections)
+            if options.active:
+                figures["active_alone"] = active_load(
+                    port, process.pid, options.active, options.seconds, Path(work)
+                )
+            figures["before"] = settled(process.pid)
+            sockets = open_idle(port, options.connections, authorization=bool(options.active))
             figures["idle"] = settled(process.pid)
+            if options.active:
+                figures["active_beside_idle"] = active_load(
+                    port, process.pid, options.active, options.seconds, Path(work)
+                )
+                figures["idle_after_active"] = settled(process.pid)
+                figures["idle_still_open"] = sum(still_open(sock) for sock in sockets)
             for sock in sockets:
                 sock.close()
         finally:
@@ -120,7 +181,23 @@ def main() -> None:
             process.wait(15)
     before, idle = figures["before"], figures["idle"]
     figures["growth"] = {key: idle[key] - before[key] for key in before}
-    print(json.dumps({"connections": options.connections, **figures}, indent=2))
+    if options.active:
+        alone, beside = figures["active_alone"], figures["active_beside_idle"]
+        figures["p99_ratio"] = beside["p99_ms"] / alone["p99_ms"] if alone["p99_ms"] else None
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    print(json.dumps({"connections": options.connections, "active": options.active,
+                      "load": load, **figures}, indent=2))  # fmt: skip
+
+
+def still_open(sock: socket.socket) -> bool:
+    """Whether the server has kept an idle connection open (no EOF waiting on it)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ of the same repository and takes PUTs (the physical limit).
 from __future__ import annotations
 
 import atexit
+import base64
+import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -21,6 +24,8 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
 
 from benchmarks.corpus import CorpusFile
 from benchmarks.load import Endpoint
@@ -35,6 +40,7 @@ from benchmarks.proc import process_tree
 
 __all__ = [
     "BenchmarkError",
+    "Devpi",
     "Nginx",
     "PypiServer",
     "Pywharf",
@@ -72,6 +78,26 @@ def _pip_env() -> dict[str, str]:
     return {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_ROOT_USER_ACTION": "ignore"}
 
 
+def _install_venv(venv: Path, requirements: list[str], what: str) -> bool:
+    """A venv with `requirements` from PyPI, kept while they are unchanged; True: made now."""
+    stamp = venv / "installed.txt"
+    if stamp.is_file() and stamp.read_text() == repr(requirements):
+        return False
+    print(f"installing {what} into {venv}")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    pip = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *requirements],
+        capture_output=True,
+        text=True,
+        env=_pip_env(),
+        check=False,
+    )
+    if pip.returncode:
+        raise Unavailable(f"pip could not install {what}:\n{pip.stderr[-2000:]}")
+    stamp.write_text(repr(requirements))
+    return True
+
+
 def ensure_debian_tools() -> None:
     """nginx and wrk from Debian's packages, installed when missing (we run as root)."""
     if shutil.which("nginx") and shutil.which("wrk"):
@@ -90,6 +116,8 @@ class Server:
     name = ""
     read_auth: str | None = None
     write_auth: str | None = None
+    simple = "/simple/"  # where its PEP 503 pages are
+    ready_path = "/simple/"  # what answers 200 once it serves (the cold-start figure)
 
     def install(self, work: Path) -> None:
         """Make sure the server can run; raise Unavailable if it cannot."""
@@ -109,6 +137,9 @@ class Server:
 
     def file_path(self, file: CorpusFile) -> str:
         return f"/simple/{file.project}/{file.filename}"
+
+    def started(self, endpoint: Endpoint) -> None:
+        """Called once it answers: set up what needs its API (an index, a user)."""
 
     def seed(self, root: Path, files: Sequence[CorpusFile]) -> bool:
         """Add files straight to storage, without the API; False when the server can't."""
@@ -189,29 +220,8 @@ class PypiServer(Server):
 
     def install(self, work: Path) -> None:
         self.venv = work / "venvs" / "pypiserver"
-        stamp = self.venv / "installed.txt"
-        if stamp.is_file() and stamp.read_text() == repr(PYPISERVER_REQUIREMENTS):
-            return
-        print(f"installing pypiserver into {self.venv}")
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(self.venv)], check=True)
-        pip = subprocess.run(
-            [
-                str(self.venv / "bin" / "python"),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                *PYPISERVER_REQUIREMENTS,
-            ],
-            capture_output=True,
-            text=True,
-            env=_pip_env(),
-            check=False,
-        )
-        if pip.returncode:
-            raise Unavailable(f"pip could not install pypiserver:\n{pip.stderr[-2000:]}")
-        self._write_htpasswd()
-        stamp.write_text(repr(PYPISERVER_REQUIREMENTS))
+        if _install_venv(self.venv, PYPISERVER_REQUIREMENTS, "pypiserver"):
+            self._write_htpasswd()
 
     def _write_htpasswd(self) -> None:
         """Apache's default scheme (apr1 MD5), written by pypiserver's own passlib."""
@@ -256,6 +266,100 @@ class PypiServer(Server):
         for file in files:  # pypiserver's storage is one flat folder
             link_file(file.path, root / file.filename)
         return True
+
+
+DEVPI_REQUIREMENTS = ["devpi-server==6.*"]
+
+
+class Devpi(Server):
+    """devpi-server 6 in its own venv (waitress, its default 50 threads), offline, with one
+    user and one index without bases (no PyPI mirror). It reads anonymously, as usually
+    deployed; uploads take Basic auth as twine sends it. It cannot be seeded: its files and
+    their records live in its own database, so it is filled through its upload API."""
+
+    name = "devpi"
+    write_auth = basic_auth(REPOSITORY, WRITE_SECRET)
+    index = f"/{REPOSITORY}/dev/"
+    simple = f"/{REPOSITORY}/dev/+simple/"
+    ready_path = "/+api"
+
+    def __init__(self) -> None:
+        self.venv = Path()
+        self.endpoint: Endpoint | None = None
+        self._file_paths: dict[str, str] = {}
+
+    def install(self, work: Path) -> None:
+        self.venv = work / "venvs" / "devpi"
+        _install_venv(self.venv, DEVPI_REQUIREMENTS, "devpi-server")
+
+    def prepare(self, root: Path) -> None:
+        super().prepare(root)
+        subprocess.run(
+            [str(self.venv / "bin" / "devpi-init"), "--serverdir", str(root / "server"),
+             "--no-root-pypi"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def command(self, root: Path, port: int) -> list[str]:
+        return [
+            str(self.venv / "bin" / "devpi-server"), "--serverdir", str(root / "server"),
+            "--host", HOST, "--port", str(port), "--offline-mode",
+            "--max-request-body-size", str(8 << 30),
+        ]  # fmt: skip
+
+    def started(self, endpoint: Endpoint) -> None:
+        """The user and its index (once per server directory: a 409 says they exist)."""
+        self.endpoint = endpoint
+        self._file_paths = {}
+        root_auth = self._login(endpoint, "root", "")
+        self._api(endpoint, "PUT", f"/{REPOSITORY}", {"password": WRITE_SECRET}, root_auth)
+        own = self._login(endpoint, REPOSITORY, WRITE_SECRET)
+        self._api(endpoint, "PUT", self.index.rstrip("/"), {"bases": [], "volatile": True}, own)
+
+    @staticmethod
+    def _api(
+        endpoint: Endpoint, method: str, path: str, body: dict[str, object],
+        auth: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        conn = endpoint.connect()
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if auth:
+            headers["X-Devpi-Auth"] = auth
+        try:
+            conn.request(method, path, json.dumps(body), headers)
+            response = conn.getresponse()
+            data = response.read()
+        finally:
+            conn.close()
+        if response.status >= 400 and response.status != 409:
+            raise BenchmarkError(f"devpi {method} {path}: {response.status} {data[:200]!r}")
+        return json.loads(data) if data.startswith(b"{") else {}
+
+    def _login(self, endpoint: Endpoint, user: str, password: str) -> str:
+        answer = self._api(endpoint, "POST", "/+login", {"user": user, "password": password})
+        token = answer["result"]["password"]
+        return base64.b64encode(f"{user}:{token}".encode()).decode()
+
+    def upload_request(self, file: CorpusFile) -> UploadRequest:
+        assert self.write_auth is not None
+        return legacy_upload(self.index, file, self.write_auth)
+
+    def file_path(self, file: CorpusFile) -> str:
+        """devpi serves a file under a path with its digest: read it off the project page."""
+        path = self._file_paths.get(file.filename)
+        if path is None and self.endpoint is not None:
+            conn = self.endpoint.connect()
+            try:
+                conn.request("GET", f"{self.simple}{file.project}/")
+                page = conn.getresponse().read().decode()
+            finally:
+                conn.close()
+            for href in re.findall(r'href="([^"#]+)', page):
+                self._file_paths[href.rsplit("/", 1)[-1]] = urljoin(
+                    f"{self.simple}{file.project}/", href
+                )
+            path = self._file_paths.get(file.filename)
+        return path or f"{self.index}+f/missing/{file.filename}"
 
 
 NGINX_CONF = """\
@@ -333,6 +437,7 @@ ALL_SERVERS: dict[str, type[Server]] = {
     "pywharf": Pywharf,
     "nginx": Nginx,
     "pypiserver": PypiServer,
+    "devpi": Devpi,
 }
 
 
@@ -384,17 +489,17 @@ def _log_tail(log: Path, lines: int = 15) -> str:
 
 
 def _wait_ready(
-    process: subprocess.Popen[bytes], endpoint: Endpoint, auth: str | None, log: Path
+    process: subprocess.Popen[bytes], endpoint: Endpoint, auth: str | None, log: Path, path: str
 ) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServerFailed(f"exited with {process.returncode}:\n{_log_tail(log)}")
-        status = http_status(endpoint, "/simple/", auth, timeout=STARTUP_TIMEOUT_SECONDS)
+        status = http_status(endpoint, path, auth, timeout=STARTUP_TIMEOUT_SECONDS)
         if status == 200:
             return
         if status:
-            raise ServerFailed(f"GET /simple/ answered {status}:\n{_log_tail(log)}")
+            raise ServerFailed(f"GET {path} answered {status}:\n{_log_tail(log)}")
         time.sleep(POLL_SECONDS)
     raise ServerFailed(f"no answer within {STARTUP_TIMEOUT_SECONDS:.0f} s:\n{_log_tail(log)}")
 
@@ -421,7 +526,9 @@ def running(server: Server, root: Path, work: Path) -> Iterator[RunningServer]:
     _LIVE.add(process)
     try:
         endpoint = Endpoint(HOST, port)
-        _wait_ready(process, endpoint, server.read_auth, log)
-        yield RunningServer(server, process, endpoint, time.monotonic() - started)
+        _wait_ready(process, endpoint, server.read_auth, log, server.ready_path)
+        ready = time.monotonic() - started
+        server.started(endpoint)
+        yield RunningServer(server, process, endpoint, ready)
     finally:
         _stop(process)

@@ -181,10 +181,11 @@ class _Run:
         return result
 
     def page_paths(self, files: Sequence[CorpusFile]) -> list[str]:
-        return [f"/simple/{p}/" for p in dict.fromkeys(f.project for f in files)]
+        prefix = self.server.simple
+        return [f"{prefix}{p}/" for p in dict.fromkeys(f.project for f in files)]
 
     def reads(self, live: RunningServer, present: Sequence[CorpusFile]) -> None:
-        self.wrk(live, ["/simple/"], "root_page")
+        self.wrk(live, [self.server.simple], "root_page")
         self.wrk(live, self.page_paths(present), "project_page")
         self.wrk(live, [self.server.file_path(present[0])], "small_file")
 

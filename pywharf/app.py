@@ -465,11 +465,12 @@ class App:
     # --- files -------------------------------------------------------------------------------
 
     def file(self, call: Call) -> Response:
-        if not call.sees(call.project()):
-            raise NotFound(f"{call.params['filename']!a} is not in project {call.project()!a}")
+        project = call.project()
+        if not call.sees(project):
+            raise NotFound(f"{call.params['filename']!a} is not in project {project!a}")
         if call.params["filename"].endswith(PROVENANCE_SUFFIX):
             return self.provenance(call)
-        download = call.repository.download(call.project(), call.params["filename"])
+        download = call.repository.download(project, call.params["filename"])
         if isinstance(download.target, Redirect):
             headers = [("Location", download.target.url), ("Content-Length", "0")]
             return Response(302, headers, user=call.repository.name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -210,6 +211,7 @@ def read_form(request: Request) -> dict[str, str]:
     return fields
 
 
+@functools.lru_cache(maxsize=4096)  # a file's Last-Modified, on every download of it
 def http_date(timestamp: float) -> str:
     return formatdate(timestamp, usegmt=True)
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from typing import BinaryIO
 
 from pywharf.backends import IndexUpdate
 from pywharf.backends.atomic import write_all
@@ -29,12 +30,14 @@ from pywharf.errors import StorageError
 from pywharf.index import Event
 from pywharf.index import event_from_json
 from pywharf.index import event_to_json
+from pywharf.index import gc_paused
 
 __all__ = ["Journal", "JournalCorrupt"]
 
 log = logging.getLogger("pywharf")
 
 _PARSE_BATCH_LINES = 64  # measured: fastest, and the least memory left fragmented
+_READ_BLOCK_BYTES = 1 << 20
 _TAIL_BYTES = 64 * 1024  # a record is a few hundred bytes: a torn one is within this
 _LOGGED_TAIL_BYTES = 1024
 
@@ -74,10 +77,8 @@ class Journal:
             elif offset == status.st_size:
                 return None
             journal.seek(offset)
-            data = journal.read(status.st_size - offset)
-        complete = data[: data.rfind(b"\n") + 1]  # a line being appended is read next time
-        events = _parse(complete)
-        new_cursor = (status.st_ino, offset + len(complete))
+            events, complete = _read_complete_lines(journal, status.st_size - offset)
+        new_cursor = (status.st_ino, offset + complete)
         return IndexUpdate(events, offset == 0, new_cursor, int(status.st_mtime))
 
     def salvage(self) -> tuple[list[Event], int]:
@@ -157,7 +158,30 @@ class Journal:
         return size - len(torn)
 
 
+def _read_complete_lines(journal: BinaryIO, size: int) -> tuple[tuple[Event, ...], int]:
+    """The events of the complete lines in the next `size` bytes, and those lines' length (a
+    line being appended is read next time). Read a block at a time: the whole journal of a
+    million files (230 MB) and its lines held at once were half of the start-up's peak memory."""
+    events: list[Event] = []
+    complete, carry = 0, b""
+    while size > 0:
+        block = carry + journal.read(min(_READ_BLOCK_BYTES, size))
+        size -= len(block) - len(carry)
+        if len(block) == len(carry):  # the file shrank since its fstat
+            break
+        cut = block.rfind(b"\n") + 1
+        events.extend(_parse(block[:cut]))
+        complete += cut
+        carry = block[cut:]
+    return tuple(events), complete
+
+
 def _parse(data: bytes) -> tuple[Event, ...]:
+    with gc_paused():
+        return _parse_lines(data)
+
+
+def _parse_lines(data: bytes) -> tuple[Event, ...]:
     events: list[Event] = []
     lines = data.splitlines()
     for start in range(0, len(lines), _PARSE_BATCH_LINES):

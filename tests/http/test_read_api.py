@@ -22,6 +22,8 @@ from support import WRITE
 from support import Live
 from support_upload import upload
 
+from pywharf import connection
+
 PIP_ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
     "text/html; q=0.01"
@@ -448,8 +450,7 @@ def test_the_metadata_of_a_wheel_is_served_with_its_hash(filled: Filled) -> None
     assert b"Name: demo-pkg" in metadata
 
 
-def test_downloads_go_out_by_sendfile(filled: Filled, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Zero-copy: the file is handed to the kernel, not read into Python."""
+def _count_sendfile(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     original = os.sendfile
 
@@ -458,12 +459,45 @@ def test_downloads_go_out_by_sendfile(filled: Filled, monkeypatch: pytest.Monkey
         return original(out_fd, in_fd, offset, count)
 
     monkeypatch.setattr(os, "sendfile", counting)
+    return calls
+
+
+def test_downloads_go_out_by_sendfile(filled: Filled, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zero-copy: a file above the small-file size is handed to the kernel, not read."""
+    calls = _count_sendfile(monkeypatch)
+    monkeypatch.setattr(connection, "SMALL_FILE_BYTES", 0)
     data = filled.files[WHEEL]
     status, _, body = filled.live.request("GET", WHEEL_PATH)
     assert (status, body) == (200, data)
     status, _, body = filled.live.request("GET", WHEEL_PATH, headers={"Range": "bytes=5-"})
     assert (status, body) == (206, data[5:])
     assert calls == [len(data), len(data) - 5]
+
+
+def test_small_downloads_are_read_once_and_sent_from_memory(
+    filled: Filled, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small file goes out with its head in one write; its bytes are read on the first
+    download only, and a Range of it is cut from them."""
+    calls = _count_sendfile(monkeypatch)
+    reads: list[str] = []
+    cache = connection.SmallFiles()
+    original = cache._read
+
+    def reading(path: str) -> bytes:
+        reads.append(path)
+        return original(path)
+
+    monkeypatch.setattr(cache, "_read", reading)
+    monkeypatch.setattr(connection, "SMALL_FILES", cache)
+    data = filled.files[WHEEL]
+    assert len(data) <= connection.SMALL_FILE_BYTES
+    for _ in range(2):
+        status, _, body = filled.live.request("GET", WHEEL_PATH)
+        assert (status, body) == (200, data)
+    status, _, body = filled.live.request("GET", WHEEL_PATH, headers={"Range": "bytes=5-9"})
+    assert (status, body) == (206, data[5:10])
+    assert (calls, len(reads)) == ([], 1)
 
 
 def test_if_modified_since_gets_304_unless_the_file_is_newer(filled: Filled) -> None:

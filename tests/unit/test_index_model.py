@@ -356,3 +356,11 @@ def test_an_upload_during_a_first_load_is_not_hidden_by_its_stale_snapshot(
     uploading.join(10)
     backend.read_index, backend.put = read, put
     assert repository.index.file("late-pkg", wheel.name) is not None  # type: ignore[arg-type]
+
+
+def test_every_record_field_survives_the_journal() -> None:
+    """`from_json` builds the tuple field by field (for speed): a new field must be read too."""
+    values: dict[str, Any] = {name: f"v-{name}" for name in FileRecord._fields}
+    values.update(project="foo", size=3, upload_time=1.5, stored_time=2.5)
+    full = FileRecord(**values)
+    assert FileRecord.from_json(full.to_json()) == full

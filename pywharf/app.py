@@ -5,8 +5,6 @@ Handlers raise; `error_response` is the one place an exception becomes an HTTP a
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -15,19 +13,16 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Protocol
 from urllib.parse import quote
-from urllib.parse import urlencode
 
 from pywharf import ops
+from pywharf import package_api
 from pywharf import web
 from pywharf.audit import AuditLog
 from pywharf.audit import client_address
 from pywharf.auth import FailureThrottle
 from pywharf.auth import Permission
-from pywharf.backends import LocalFile
-from pywharf.backends import Redirect
 from pywharf.dists import NormalizedName
 from pywharf.dists import canonicalize_name
-from pywharf.downloads import Streamed
 from pywharf.errors import AuthenticationRequired
 from pywharf.errors import BadRequest
 from pywharf.errors import Forbidden
@@ -36,34 +31,24 @@ from pywharf.errors import PywharfError
 from pywharf.errors import RequestError
 from pywharf.errors import SeeOther
 from pywharf.errors import StorageError
-from pywharf.http import JSON
-from pywharf.http import FileBody
 from pywharf.http import Request
 from pywharf.http import Response
-from pywharf.http import StreamBody
-from pywharf.http import accepts_gzip
-from pywharf.http import base_url
-from pywharf.http import http_date
-from pywharf.http import negotiate
 from pywharf.http import parse_basic_auth
-from pywharf.http import parse_http_date
-from pywharf.http import parse_range
 from pywharf.http import prefers_html
 from pywharf.http import read_body
-from pywharf.http import read_form
 from pywharf.http import read_form_fields
 from pywharf.login import login_form
 from pywharf.login import login_redirect
 from pywharf.login import logout
 from pywharf.login import submit_login
 from pywharf.metrics import Metrics
-from pywharf.pages import Page
-from pywharf.provenance import PROVENANCE_SUFFIX
 from pywharf.provenance import Identity
-from pywharf.provenance import publisher
 from pywharf.repository import SECRET_GRANTS
-from pywharf.repository import FileDownload
 from pywharf.repository import Repository
+from pywharf.responses import json_response
+from pywharf.responses import query_suffix
+from pywharf.responses import redirect
+from pywharf.responses import text_response
 from pywharf.routes import Match
 from pywharf.routes import Route
 from pywharf.routes import RouteTable
@@ -75,7 +60,6 @@ from pywharf.tokens import MINTED_PREFIX
 from pywharf.tokens import Grant
 from pywharf.trusted import TrustedPublishing
 from pywharf.upload import Spools
-from pywharf.upload import receive_upload
 
 __all__ = ["ROUTES", "App", "Call", "error_response"]
 
@@ -90,34 +74,8 @@ class Initializer(Protocol):
     def initialize(self, config_text: str, admin_text: str | None) -> list[str]: ...
 
 
-# Pages change with every upload: clients may keep them but must revalidate (a cheap 304).
-PAGE_CACHE_CONTROL = "private, no-cache"
-# Files are immutable: a filename is never reused with other bytes.
-FILE_CACHE_CONTROL = "private, max-age=31536000, immutable"
-JSON_CONTENT_TYPE = "application/json"  # a provenance file is plain JSON, not a simple page
 _READ = ("GET", "HEAD")
 _REALM = "pywharf"
-
-
-def _text(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    return Response(
-        status,
-        [("Content-Type", "text/plain; charset=utf-8"), *headers],
-        (message + "\n").encode(),
-        reason=_reason(message),
-    )
-
-
-def _reason(message: str) -> str:
-    """The message as a reason phrase: one Latin-1 line (twine prints it)."""
-    line = message.splitlines()[0] if message else ""
-    return line.encode("latin-1", "replace").decode("latin-1")[:200]
-
-
-def _json(status: int, document: dict[str, object]) -> Response:
-    body = json.dumps(document).encode()
-    return Response(status, [("Content-Type", "application/json"), ("Cache-Control", "no-store")],
-                    body)  # fmt: skip
 
 
 def error_response(error: BaseException, as_json: bool = False) -> Response:
@@ -126,31 +84,22 @@ def error_response(error: BaseException, as_json: bool = False) -> Response:
     `as_json`: the OIDC endpoints answer `{"message": ...}`, as PyPI's do (uv shows it).
     """
     if isinstance(error, RequestError) and as_json:
-        response = _json(error.status, {"message": str(error)})
+        response = json_response(error.status, {"message": str(error)})
         response.headers += list(error.headers)
         response.close = error.close_connection
         return response
     if isinstance(error, RequestError):
-        response = _text(error.status, str(error), error.headers)
+        response = text_response(error.status, str(error), error.headers)
         response.close = error.close_connection
         return response
     if isinstance(error, StorageError):
-        return _text(error.status, str(error))
+        return text_response(error.status, str(error))
     if isinstance(error, PywharfError):
-        return _text(400, str(error))
+        return text_response(400, str(error))
     log.error("internal error", exc_info=error)  # the traceback goes to the log, never out
-    response = _text(500, "Internal server error; the server log has the details.")
+    response = text_response(500, "Internal server error; the server log has the details.")
     response.close = True
     return response
-
-
-def _query(request: Request) -> str:
-    """The query to carry over a redirect (`?format=` must survive it)."""
-    return "?" + urlencode(request.query) if request.query else ""
-
-
-def _redirect(location: str, status: int = 301) -> Response:
-    return Response(status, [("Location", location), ("Content-Length", "0")], b"")
 
 
 @dataclass
@@ -427,122 +376,15 @@ class App:
         if not fields.get("config"):
             raise BadRequest("the form needs a 'config' field (TOML text or a file part)")
         names = self.initializer.initialize(fields["config"], fields.get("admin_secret") or None)
-        return _text(200, f"Done: serving {', '.join(names)}")
+        return text_response(200, f"Done: serving {', '.join(names)}")
 
     # --- pages -------------------------------------------------------------------------------
 
-    def index_mtime(self, call: Call) -> Response:
-        return _text(200, str(call.repository.index_mtime))
-
-    def root_page(self, call: Call) -> Response:
-        media = _media(call.request)
-        page = call.repository.root_page(media == JSON, call.grant)
-        return _page_response(call.request, page, media, call.repository.name)
-
-    def to_project_page(self, call: Call) -> Response:
-        """One hop to the canonical URL: the trailing slash, the normalized name (PEP 503)."""
-        return _redirect(f"{call.prefix}/simple/{quote(call.project())}/{_query(call.request)}")
-
-    def project_page(self, call: Call) -> Response:
-        name = call.project()
-        if name != call.params["project"]:
-            return self.to_project_page(call)
-        if not call.sees(name):  # outside a token's scope: as if it did not exist
-            raise NotFound(f"project {name!a} is not in repository {call.repository.name!r}")
-        media = _media(call.request)
-        found = call.repository.project_page(name, media == JSON)
-        # PEP 740 provenance URLs are fully qualified: the page as this client's host sees it.
-        page = found and found.for_base(lambda: base_url(call.request))
-        if page is None and self.extra_index_url and not call.repository.holds(name):
-            # Only for projects we never held: a project whose files were all deleted is still
-            # ours, or pip would install whatever the public index holds under its name.
-            # 302, not 301: pip caches a 301 forever, and the project may be uploaded later.
-            return _redirect(f"{self.extra_index_url}{quote(name)}/", 302)
-        if page is None:
-            raise NotFound(f"project {name!a} is not in repository {call.repository.name!r}")
-        return _page_response(call.request, page, media, call.repository.name)
-
     # --- files -------------------------------------------------------------------------------
-
-    def file(self, call: Call) -> Response:
-        project = call.project()
-        if not call.sees(project):
-            raise NotFound(f"{call.params['filename']!a} is not in project {project!a}")
-        if call.params["filename"].endswith(PROVENANCE_SUFFIX):
-            return self.provenance(call)
-        download = call.repository.download(project, call.params["filename"])
-        if isinstance(download.target, Redirect):
-            headers = [("Location", download.target.url), ("Content-Length", "0")]
-            return Response(302, headers, user=call.repository.name)
-        if isinstance(download.target, Streamed):  # an upstream file, cached while relayed
-            target = download.target
-            body = StreamBody(target.chunks, target.size, target.close)
-            headers = [("ETag", download.etag), ("Content-Type", "application/octet-stream")]
-            response = Response(200, headers, body, user=call.repository.name)
-        else:
-            response = _file_response(call.request, download, call.repository.name)
-        if call.request.method == "GET" and response.status in (200, 206):
-            self.metrics.downloaded(response.length)
-        return response
-
-    def provenance(self, call: Call) -> Response:
-        """PEP 740: `<file URL>.provenance`, immutable as the file is."""
-        body = call.repository.provenance(call.project(), call.params["filename"])
-        etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
-        headers = [("ETag", etag), ("Cache-Control", FILE_CACHE_CONTROL)]
-        if _matches(call.request.header("if-none-match"), etag):
-            return Response(304, headers, user=call.repository.name)
-        headers.append(("Content-Type", JSON_CONTENT_TYPE))
-        return Response(200, headers, body, user=call.repository.name)
 
     # --- management: yank, un-yank, delete, project status -----------------------------------
 
-    def yank(self, call: Call) -> Response:
-        call.require("yank", call.project())
-        reason = read_form(call.request).get("reason", "")
-        changed = call.repository.yank(call.project(), call.params["target"], reason, call.secret)
-        return _changed(call, "yank", changed)
-
-    def unyank(self, call: Call) -> Response:
-        call.require("yank", call.project())
-        changed = call.repository.yank(call.project(), call.params["target"], None, call.secret)
-        return _changed(call, "unyank", changed)
-
-    def delete(self, call: Call) -> Response:
-        call.require("delete", call.project())
-        changed = call.repository.delete(call.project(), call.params["filename"], call.secret)
-        return _changed(call, "files", changed)
-
-    def set_status(self, call: Call) -> Response:
-        """PEP 792: form fields `status` (active, archived, quarantined, deprecated), `reason`."""
-        # Quarantine hides every file of a project: as strong as deleting them.
-        call.require("delete", call.project())
-        form = read_form(call.request)
-        status = call.repository.set_status(
-            call.project(), form.get("status", ""), form.get("reason"), call.secret
-        )
-        return _changed(call, "status", [f"{status.project} {status.status}"])
-
     # --- uploads -----------------------------------------------------------------------------
-
-    def upload(self, call: Call) -> Response:
-        repository = call.repository
-        limits = repository.upload_limits
-        with receive_upload(
-            call.request,
-            limits.spool_dir,
-            limits.max_file_bytes,
-            self.spools,
-            publisher(call.identity),
-        ) as upload:
-            call.note.target = upload.record.filename
-            call.require("upload", upload.record.project)
-            record = repository.store(upload, call.secret)
-        self.metrics.uploaded(record.size)
-        log.info("stored %s in %s", record.filename, repository.name)
-        response = _text(200, f"OK: {record.filename}")
-        response.user = repository.name
-        return response
 
     # --- trusted publishing ------------------------------------------------------------------
 
@@ -552,7 +394,7 @@ class App:
         return self.trusted
 
     def oidc_audience(self, call: Call) -> Response:
-        return _json(200, {"audience": self._trusted().audience})
+        return json_response(200, {"audience": self._trusted().audience})
 
     def mint_token(self, call: Call) -> Response:
         """PyPI's mint endpoint: an OIDC identity token in, a 15-minute upload token out."""
@@ -568,7 +410,9 @@ class App:
                 self.metrics.auth_failed()
             raise
         call.note.repository, call.note.actor = minted.repository, minted.actor
-        return _json(200, {"success": True, "token": minted.token, "expires": minted.expires})
+        return json_response(
+            200, {"success": True, "token": minted.token, "expires": minted.expires}
+        )
 
 
 # A JWT is about 1.2 KiB; 64 KiB leaves room and keeps a 1 MB header out (413).
@@ -583,7 +427,7 @@ def _audited(route: Route[RouteHandler], params: Mapping[str, str], method: str)
 
 
 def _to_slash(app: App, call: Call) -> Response:
-    return _redirect(call.request.path + "/" + _query(call.request))
+    return redirect(call.request.path + "/" + query_suffix(call.request))
 
 
 RouteHandler = Callable[[App, Call], Response]
@@ -600,23 +444,31 @@ def _repository_routes(prefix: str) -> list[Route[RouteHandler]]:
     return [
         Route(f"{prefix}/simple", _READ, _to_slash, None),
         # Never redirect an upload: twine treats a 3xx as a failure.
-        Route(f"{prefix}/simple", _POST, App.upload, _W, "upload"),
-        Route(f"{prefix}/simple/", _READ, App.root_page, Permission.READ),
-        Route(f"{prefix}/simple/", _POST, App.upload, _W, "upload"),
-        Route(f"{prefix}/simple/{{project}}", _READ, App.to_project_page, Permission.READ),
-        Route(f"{prefix}/simple/{{project}}/", _READ, App.project_page, Permission.READ),
-        Route(f"{prefix}/simple/{{project}}/{{filename}}", _READ, App.file, Permission.READ),
+        Route(f"{prefix}/simple", _POST, package_api.upload, _W, "upload"),
+        Route(f"{prefix}/simple/", _READ, package_api.root_page, Permission.READ),
+        Route(f"{prefix}/simple/", _POST, package_api.upload, _W, "upload"),
+        Route(f"{prefix}/simple/{{project}}", _READ, package_api.to_project_page, Permission.READ),
+        Route(f"{prefix}/simple/{{project}}/", _READ, package_api.project_page, Permission.READ),
+        Route(
+            f"{prefix}/simple/{{project}}/{{filename}}", _READ, package_api.file, Permission.READ
+        ),
         # `/legacy/` is PyPI's upload URL; twine and uv users often copy it.
         Route(f"{prefix}/legacy", _READ, _to_slash, None),
-        Route(f"{prefix}/legacy", _POST, App.upload, _W, "upload"),
-        Route(f"{prefix}/legacy/", _READ, App.root_page, Permission.READ),
-        Route(f"{prefix}/legacy/", _POST, App.upload, _W, "upload"),
-        Route(f"{prefix}/api/yank/{{project}}/{{target}}", _POST, App.yank, _W, "yank"),
-        Route(f"{prefix}/api/unyank/{{project}}/{{target}}", _POST, App.unyank, _W, "unyank"),
+        Route(f"{prefix}/legacy", _POST, package_api.upload, _W, "upload"),
+        Route(f"{prefix}/legacy/", _READ, package_api.root_page, Permission.READ),
+        Route(f"{prefix}/legacy/", _POST, package_api.upload, _W, "upload"),
+        Route(f"{prefix}/api/yank/{{project}}/{{target}}", _POST, package_api.yank, _W, "yank"),
         Route(
-            f"{prefix}/api/files/{{project}}/{{filename}}", ("DELETE",), App.delete, _W, "delete"
+            f"{prefix}/api/unyank/{{project}}/{{target}}", _POST, package_api.unyank, _W, "unyank"
         ),
-        Route(f"{prefix}/api/status/{{project}}", _POST, App.set_status, _W, "status"),
+        Route(
+            f"{prefix}/api/files/{{project}}/{{filename}}",
+            ("DELETE",),
+            package_api.delete,
+            _W,
+            "delete",
+        ),
+        Route(f"{prefix}/api/status/{{project}}", _POST, package_api.status_change, _W, "status"),
     ]
 
 
@@ -641,7 +493,7 @@ ROUTES: RouteTable[RouteHandler] = RouteTable(
         Route("/readyz", _READ, ops.readyz, None),
         Route("/metrics", _READ, ops.metrics, None),
         *_repository_routes(""),
-        Route("/index_mtime/", _READ, App.index_mtime, Permission.READ),
+        Route("/index_mtime/", _READ, package_api.index_mtime, Permission.READ),
         Route("/login/", (*_READ, "POST"), App.login_page, None, "login"),
         Route("/logout/", (*_READ, "POST"), App.logout_page, None),
         Route("/initialize/", _POST, App.initialize, None, "initialize"),
@@ -651,69 +503,3 @@ ROUTES: RouteTable[RouteHandler] = RouteTable(
         *_repository_routes(_REPO),
     ]
 )
-
-
-def _media(request: Request) -> str:
-    return negotiate(request.header("accept"), request.query.get("format"))
-
-
-def _changed(call: Call, action: str, changed: list[str]) -> Response:
-    response = _text(200, "\n".join(f"{action}: {name}" for name in changed))
-    response.user = call.repository.name
-    return response
-
-
-def _matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    return header.strip() == "*" or etag in (
-        tag.strip().removeprefix("W/") for tag in header.split(",")
-    )
-
-
-def _not_modified(request: Request, etag: str, last_modified: float) -> bool:
-    """RFC 9110 section 13.2.2: If-None-Match decides when present, else If-Modified-Since."""
-    if_none_match = request.header("if-none-match")
-    if if_none_match is not None:
-        return _matches(if_none_match, etag)
-    since = parse_http_date(request.header("if-modified-since"))
-    return since is not None and int(last_modified) <= since
-
-
-def _page_response(request: Request, page: Page, media: str, user: str) -> Response:
-    packed = page.compressible and accepts_gzip(request.header("accept-encoding"))
-    etag = f'"{page.etag}-{"j" if media == JSON else "h"}{"z" if packed else ""}"'
-    headers = [
-        ("ETag", etag),
-        ("Vary", "Accept, Accept-Encoding"),
-        ("Cache-Control", PAGE_CACHE_CONTROL),
-    ]
-    if _matches(request.header("if-none-match"), etag):
-        return Response(304, headers, user=user)
-    content_type = media if media == JSON else f"{media}; charset=utf-8"
-    headers.append(("Content-Type", content_type))
-    if packed:
-        headers.append(("Content-Encoding", "gzip"))
-    body = page.gzipped() if packed else page.body
-    return Response(200, headers, body, user=user)
-
-
-def _file_response(request: Request, download: FileDownload, user: str) -> Response:
-    target, etag = download.target, download.etag
-    assert isinstance(target, LocalFile)
-    headers = [
-        ("ETag", etag),
-        ("Last-Modified", http_date(download.last_modified)),
-        ("Cache-Control", FILE_CACHE_CONTROL),
-        ("Accept-Ranges", "bytes"),
-    ]
-    if _not_modified(request, etag, download.last_modified):
-        return Response(304, headers, user=user)
-    headers.append(("Content-Type", "application/octet-stream"))
-    if_range = request.header("if-range")
-    byte_range = parse_range(request.header("range"), target.size)
-    if byte_range is None or (if_range is not None and if_range.strip() != etag):
-        return Response(200, headers, FileBody(target.path, 0, target.size), user=user)
-    first, last = byte_range
-    headers.append(("Content-Range", f"bytes {first}-{last}/{target.size}"))
-    return Response(206, headers, FileBody(target.path, first, last - first + 1), user=user)

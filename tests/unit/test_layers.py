@@ -151,13 +151,14 @@ def test_the_app_does_not_know_the_server() -> None:
 
 def test_the_app_talks_to_the_repository_facade_only() -> None:
     """No `repository.backend`, `.index` or `.renderer` in the app: `Repository` answers."""
-    tree = ast.parse((PACKAGE / "app.py").read_text(encoding="utf-8"))
-    reached = {
-        node.attr
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Attribute) and node.attr in ("backend", "index", "renderer")
-    }
-    assert reached == set()
+    for handlers in ("app.py", "package_api.py", "web.py", "ops.py"):
+        tree = ast.parse((PACKAGE / handlers).read_text(encoding="utf-8"))
+        reached = {
+            node.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr in ("backend", "index", "renderer")
+        }
+        assert reached == set(), handlers
 
 
 @pytest.mark.parametrize("path", sorted((PACKAGE / "backends").glob("*.py")), ids=lambda p: p.name)

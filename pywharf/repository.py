@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.parser import Parser
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -20,7 +19,6 @@ from packaging.utils import NormalizedName
 from pywharf.auth import AuthCache
 from pywharf.auth import Permission
 from pywharf.backends import Backend
-from pywharf.backends import LocalFile
 from pywharf.backends import StagedUpload
 from pywharf.config import ProjectConfig
 from pywharf.dists import same_version
@@ -48,7 +46,6 @@ from pywharf.oidc import TrustedPublisher
 from pywharf.pages import Page
 from pywharf.pages import Renderer
 from pywharf.provenance import PROVENANCE_SUFFIX
-from pywharf.search import SearchCorpus
 from pywharf.tokens import ALL_RIGHTS
 from pywharf.tokens import TOKEN_PREFIX
 from pywharf.tokens import Grant
@@ -57,6 +54,9 @@ from pywharf.tokens import with_last_use
 from pywharf.upstream import NO_UPSTREAM
 from pywharf.upstream import UpstreamCache
 from pywharf.upstream import UpstreamSettings
+from pywharf.web_queries import Description
+from pywharf.web_queries import IndexStats
+from pywharf.web_queries import WebQueries
 
 # FileDownload is pywharf.downloads', re-exported for the app.
 __all__ = ["Description", "FileDownload", "IndexStats", "Repository", "SyncHealth", "UploadLimits"]
@@ -68,31 +68,12 @@ SECRET_GRANTS = {
 }
 
 _NO_LINKS = ProjectConfig()
-# A METADATA file bigger than this is not read for the web page's description.
-MAX_DESCRIPTION_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class UploadLimits:
     spool_dir: Path  # on the storage's file system when it is local, so storing is a link
     max_file_bytes: int
-
-
-@dataclass(frozen=True)
-class IndexStats:
-    """The size of the index, for /metrics."""
-
-    projects: int
-    files: int
-    bytes: int
-
-
-@dataclass(frozen=True)
-class Description:
-    """What a project says of itself: from the upload form, or its newest wheel's METADATA."""
-
-    summary: str
-    text: str  # the long description, shown as plain text; never HTML
 
 
 @dataclass
@@ -104,7 +85,7 @@ class SyncHealth:
     errors: int = 0  # failed syncs since the start
 
 
-class Repository:
+class Repository(WebQueries):
     """One `[name]` of the configuration, as the server holds it."""
 
     def __init__(
@@ -330,71 +311,3 @@ class Repository:
             raise NotFound(f"{filename!a} is not a file of {name!a}")
         self.change(Delete(name, filename, record.sha256, record.origin), credential)
         return [filename]
-
-    # --- the web pages and /metrics ---------------------------------------------------------
-
-    def _cached(self, kind: str, compute: Any) -> Any:
-        """A value derived from the whole index, recomputed once per index change."""
-        generation = self.index.generation
-        cached = self._derived.get(kind)
-        if cached is None or cached[0] != generation:
-            cached = self._derived[kind] = (generation, compute())
-        return cached[1]
-
-    def project(self, name: NormalizedName) -> Project | None:
-        """The project's files, for its web page."""
-        return self.index.project(name)
-
-    def search(self) -> SearchCorpus:
-        """Every project's name and summary (its newest upload's), ready to search."""
-
-        def build() -> SearchCorpus:
-            pairs = []
-            for name in self.index.listing.names:
-                project = self.index.project(name)
-                newest = max(project.files, key=lambda r: r.upload_time) if project else None
-                pairs.append((name, (newest.summary if newest else None) or ""))
-            return SearchCorpus(pairs)
-
-        corpus: SearchCorpus = self._cached("search", build)
-        return corpus
-
-    def stats(self) -> IndexStats:
-        def count() -> IndexStats:
-            records = self.index.records()
-            return IndexStats(len(self.index.listing.names), len(records),
-                              sum(r.size for r in records))  # fmt: skip
-
-        stats: IndexStats = self._cached("stats", count)
-        return stats
-
-    def description(self, project: Project) -> Description:
-        """The summary and description of the newest file, read once per project value.
-
-        The description lives in a wheel's METADATA (kept for PEP 658), not in the index: a
-        README per file would multiply the index's memory.
-        """
-        cached = project.pages.get("description")
-        if isinstance(cached, Description):
-            return cached
-        newest = max(project.files, key=lambda r: (r.upload_time, r.filename))
-        summary, text = newest.summary or "", ""
-        wheels = [r for r in project.files if r.metadata_sha256 and r.version == newest.version]
-        if wheels:
-            metadata = self._core_metadata(wheels[0])
-            if metadata is not None:
-                summary = summary or str(metadata.get("Summary", ""))
-                text = str(metadata.get_payload() or metadata.get("Description", ""))
-        description = project.pages["description"] = Description(summary, text)
-        return description
-
-    def _core_metadata(self, record: FileRecord) -> Any:
-        try:
-            target = self.backend.open_metadata(record)
-            if not isinstance(target, LocalFile) or target.size > MAX_DESCRIPTION_BYTES:
-                return None  # a redirect to GitHub: not fetched for a page
-            with open(target.path, "rb") as file:
-                raw = file.read(MAX_DESCRIPTION_BYTES)
-        except (PywharfError, OSError):
-            return None
-        return Parser().parsestr(raw.decode("utf-8", "replace"))  # core metadata is UTF-8

@@ -91,16 +91,6 @@ def twin(root: Path, backend: FileSystemBackend) -> FileSystemBackend:
 
 
 @pytest.fixture
-def secrets() -> tuple[str, str]:
-    return READ, WRITE
-
-
-@pytest.fixture
-def credential() -> str:
-    return WRITE
-
-
-@pytest.fixture
 def tamper() -> FileSystemTamper:
     return FileSystemTamper()
 

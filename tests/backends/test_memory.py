@@ -60,16 +60,6 @@ def twin(tmp_path: Path, backend: MemoryBackend) -> MemoryBackend:
 
 
 @pytest.fixture
-def secrets() -> tuple[str, str]:
-    return READ, WRITE
-
-
-@pytest.fixture
-def credential() -> str:
-    return WRITE
-
-
-@pytest.fixture
 def tamper() -> MemoryTamper:
     return MemoryTamper()
 

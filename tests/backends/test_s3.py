@@ -114,16 +114,6 @@ def twin(seaweedfs: S3Bucket, tmp_path: Path, download: str) -> Iterator[S3Backe
 
 
 @pytest.fixture
-def secrets() -> tuple[str, str]:
-    return READ, WRITE
-
-
-@pytest.fixture
-def credential() -> str:
-    return WRITE
-
-
-@pytest.fixture
 def tamper(seaweedfs: S3Bucket) -> Iterator[S3Tamper]:
     tamper = S3Tamper(seaweedfs)
     yield tamper

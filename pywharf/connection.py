@@ -313,7 +313,8 @@ class SmallFiles:
 
     def _read(self, path: str) -> bytes:
         try:
-            with open(path, "rb", buffering=0) as file:
+            # O_NOFOLLOW: a symlink planted in storage is never sent, whatever it points to.
+            with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb", buffering=0) as file:
                 data = file.read(SMALL_FILE_BYTES + 1)  # a larger file's first bytes: a Range
         except OSError:
             raise Closed from None  # gone since the stat: the client sees no body

@@ -69,7 +69,7 @@ def test_initialize_refuses_repository_names_that_are_not_plain_names(
     assert b"repository name" in answer
     assert not (tmp_path / "other").exists() and not (tmp_path / "cache").exists()
     assert {p.name for p in embedded.live.root.iterdir()} <= {
-        "embedded-secrets.toml", "session-key", "cache",
+        "embedded-secrets.toml", "session-key", "cache", "audit.log",
     }  # fmt: skip
     # The fresh server may still be configured properly afterwards.
     assert initialize(embedded, CONFIG)[0] == 200

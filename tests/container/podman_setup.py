@@ -4,7 +4,7 @@
 Usage: python3 tests/container/podman_setup.py    (as root: set up, build pywharf:local, print
 the environment variables that point podman at the private configuration)
 
-Facts of this machine kind are in ../shared/reference/container-ci.md: Docker Hub is not
+Facts of this machine kind are in the reference notes (container-ci.md): Docker Hub is not
 reachable, so the base image is bootstrapped from the Debian mirror apt already uses; crun
 refuses the host's hybrid cgroups and podman's default ulimits exceed the hard limits, so podman
 runs with a private containers.conf and storage.conf (named by CONTAINERS_CONF and
@@ -128,7 +128,7 @@ def _write_configuration() -> tuple[Path, Path]:
     quoted = ", ".join(f'"{limit}"' for limit in _ulimits())
     _write_if_changed(
         containers,
-        "# Written by tests/container/podman_setup.py; see ../shared/reference/container-ci.md\n"
+        "# Written by tests/container/podman_setup.py; see the reference notes, container-ci.md\n"
         f"[containers]\ndefault_ulimits = [{quoted}]\n"
         '\n[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
         f'tmp_dir = "{run / "libpod"}"\n',

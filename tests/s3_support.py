@@ -4,7 +4,7 @@
 bucket on it; `s3_pyz_server` serves an s3 repository on that bucket from the built pyz.
 `tests/conftest.py` registers them. `start_s3_pyz` starts more servers on one bucket, and
 `s3_gate` puts a recording proxy, which can play a store that is down, in front of it.
-Background and measurements: the reference notes on S3 storage (s3-storage.md); nothing is read from them.
+Background and measurements: the reference notes on S3 storage; nothing is read from them.
 """
 
 from __future__ import annotations

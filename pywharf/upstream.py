@@ -36,6 +36,7 @@ from pywharf.backends.atomic import sweep
 from pywharf.backends.atomic import write_atomically
 from pywharf.backends.download_cache import DownloadCache
 from pywharf.backends.hashing import CHUNK_BYTES
+from pywharf.backends.hashing import HashingWriter
 from pywharf.clients.errors import ClientError
 from pywharf.clients.errors import ResourceNotFound
 from pywharf.clients.http import Stream
@@ -414,28 +415,32 @@ class _Relay:
         self._stream = stream
         self._lock = lock
         self._spool = cache._backend.spool_dir / f".upstream-{uuid.uuid4().hex}.part"
+        self._writer: HashingWriter | None = None
         self._closed = False
 
     def chunks(self, size: int | None) -> Iterator[bytes]:
-        digest = hashlib.sha256()
         total, pending = 0, b""
         name = self._record.filename
         try:
-            with self._spool.open("xb") as out:
-                # 1 MiB reads, not the stream's 64 KiB: hashing and sending per chunk cost
-                # a Python round each (measured: 64 MiB relayed in 0.31 s with 64 KiB).
-                while chunk := self._stream.read(CHUNK_BYTES):
-                    total += len(chunk)
-                    if size is not None and total > size:
-                        break
-                    out.write(chunk)
-                    digest.update(chunk)
-                    if pending:
-                        yield pending
-                    pending = chunk
+            with self._spool.open("xb", buffering=0) as out:
+                self._writer = writer = HashingWriter(out)
+                try:
+                    # 1 MiB reads, not the stream's 64 KiB: hashing and sending per chunk cost
+                    # a Python round each (measured: 64 MiB relayed in 0.31 s with 64 KiB).
+                    while chunk := self._stream.read(CHUNK_BYTES):
+                        total += len(chunk)
+                        if size is not None and total > size:
+                            break
+                        writer.write(chunk)
+                        if pending:
+                            yield pending
+                        pending = chunk
+                    digest = writer.hexdigest()
+                finally:
+                    writer.close()
         except ClientError as error:
             raise _mapped(error) from None
-        if (size is not None and total != size) or digest.hexdigest() != self._record.sha256:
+        if (size is not None and total != size) or digest != self._record.sha256:
             raise UpstreamError(
                 f"the upstream's {name!a} does not match its sha256 and size; not served, not kept"
             )
@@ -447,6 +452,8 @@ class _Relay:
             return
         self._closed = True
         try:
+            if self._writer is not None:  # a relay cut off: its helpers stop now, not at GC
+                self._writer.close()
             self._stream.close()
             self._spool.unlink(missing_ok=True)
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -24,6 +25,7 @@ from pywharf.config import UPSTREAM_SETTINGS
 from pywharf.config import RepositoryConfig
 from pywharf.config import Setting
 from pywharf.errors import ConfigError
+from pywharf.errors import DistributionExists
 from pywharf.index import Event
 from pywharf.index import FileRecord
 
@@ -40,6 +42,7 @@ __all__ = [
     "backend_class",
     "backend_settings",
     "create_backend",
+    "put_each",
     "register_backend",
 ]
 
@@ -126,6 +129,16 @@ class Backend(Protocol):
         `credential` is the uploader's secret: a backend such as GitHub acts with it.
         """
 
+    def put_many(
+        self, uploads: Sequence[StagedUpload], credential: str
+    ) -> list[FileRecord | DistributionExists]:
+        """Store several files (a bundle's): for each, what `put` returns or refuses with.
+
+        As durable as one `put` each when it returns; a backend may batch its syncs (the file
+        backend: one intent, one fsync per folder, one journal append). `put_each` is the
+        plain way: a `put` after another.
+        """
+
     def apply_change(self, event: Event, credential: str) -> None:
         """Persist a yank or delete (and remove a deleted file); an Add is `put`'s."""
 
@@ -166,6 +179,19 @@ class BackendType(Protocol):
     def __call__(
         self, config: RepositoryConfig, root: Path, admin_secret: str | None
     ) -> Backend: ...
+
+
+def put_each(
+    backend: Backend, uploads: Sequence[StagedUpload], credential: str
+) -> list[FileRecord | DistributionExists]:
+    """`put_many` as one `put` after another: for backends with nothing to batch."""
+    results: list[FileRecord | DistributionExists] = []
+    for upload in uploads:
+        try:
+            results.append(backend.put(upload, credential))
+        except DistributionExists as refused:
+            results.append(refused)
+    return results
 
 
 _registry: dict[str, str] = {}

@@ -19,6 +19,7 @@ import functools
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from pywharf.backends import LocalFile
 from pywharf.backends import Redirect
 from pywharf.backends import RepairReport
 from pywharf.backends import StagedUpload
+from pywharf.backends import put_each
 from pywharf.backends.atomic import local_directory
 from pywharf.backends.download_cache import DownloadCache
 from pywharf.backends.events import repair_report
@@ -59,6 +61,7 @@ from pywharf.config import RepositoryConfig
 from pywharf.config import Setting
 from pywharf.config import typed_settings
 from pywharf.errors import ConfigError
+from pywharf.errors import DistributionExists
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
 from pywharf.index import Add
@@ -184,6 +187,12 @@ class GitHubBackend:
     @storage_errors(callers_token=False)
     def read_index(self, cursor: Any) -> IndexUpdate | None:
         return self._index.read(cursor)
+
+    @storage_errors(callers_token=True)
+    def put_many(
+        self, uploads: Sequence[StagedUpload], credential: str
+    ) -> list[FileRecord | DistributionExists]:
+        return put_each(self, uploads, credential)
 
     @storage_errors(callers_token=True)
     def put(self, upload: StagedUpload, credential: str) -> FileRecord:

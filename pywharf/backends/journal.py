@@ -95,9 +95,13 @@ class Journal:
 
     # --- writing: the caller holds `locked()` ------------------------------------------------
 
-    def append(self, event: Event) -> None:
-        """Append one record, whole and fsynced, or raise `OSError` having written nothing."""
-        line = json.dumps(event_to_json(event), separators=(",", ":")).encode() + b"\n"
+    def append(self, *events: Event) -> None:
+        """Append records, whole and with one fsync, or raise `OSError` having written none."""
+        if not events:
+            return
+        line = b"".join(
+            json.dumps(event_to_json(e), separators=(",", ":")).encode() + b"\n" for e in events
+        )
         descriptor = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             start = self._cut_torn_tail(descriptor)

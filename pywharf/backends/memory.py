@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from collections.abc import Generator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -28,6 +29,7 @@ from pywharf.backends import IndexUpdate
 from pywharf.backends import LocalFile
 from pywharf.backends import RepairReport
 from pywharf.backends import StagedUpload
+from pywharf.backends import put_each
 from pywharf.backends.atomic import local_directory
 from pywharf.backends.download_cache import DownloadCache
 from pywharf.backends.events import rescanned_events
@@ -113,6 +115,11 @@ class MemoryBackend:
             events = tuple(store.journal[offset:])
             new_cursor = (store.generation, len(store.journal))
             return IndexUpdate(events, offset == 0, new_cursor, store.mtime)
+
+    def put_many(
+        self, uploads: Sequence[StagedUpload], credential: str
+    ) -> list[FileRecord | DistributionExists]:
+        return put_each(self, uploads, credential)
 
     def put(self, upload: StagedUpload, credential: str) -> FileRecord:
         record = upload.record

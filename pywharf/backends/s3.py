@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from pywharf.backends import LocalFile
 from pywharf.backends import Redirect
 from pywharf.backends import RepairReport
 from pywharf.backends import StagedUpload
+from pywharf.backends import put_each
 from pywharf.backends.atomic import local_directory
 from pywharf.backends.download_cache import SIGNED_URL_REUSE_SECONDS
 from pywharf.backends.download_cache import DownloadCache
@@ -238,6 +240,11 @@ class S3Backend:
             return self._index.read_index(cursor if isinstance(cursor, Snapshot) else None)
 
     # --- uploads -------------------------------------------------------------------------------
+
+    def put_many(
+        self, uploads: Sequence[StagedUpload], credential: str
+    ) -> list[FileRecord | DistributionExists]:
+        return put_each(self, uploads, credential)
 
     def put(self, upload: StagedUpload, credential: str) -> FileRecord:
         with s3_errors(self.name):

@@ -249,6 +249,42 @@ class BackendContract:
         assert {r.filename for r in index_of(backend).records()} == {p.name for p in paths}
         assert len(index_of(backend)) == len(stored) == 30
 
+    def test_put_many_stores_each_file_as_put_would_and_refuses_only_other_bytes(
+        self, backend: Backend, credential: str, dists: dict[str, Path], tmp_path: Path
+    ) -> None:
+        stored = self.put(backend, credential, dists["wheel"])
+        folder = tmp_path / "impostor"
+        folder.mkdir()
+        impostor = make_wheel(folder, "demo-pkg", "1.0", payload_bytes=64)
+        start = backend.read_index(None)
+        assert start is not None
+        paths = [dists["sdist"], dists["wheel"], impostor, dists["other"], dists["sdist"]]
+        uploads = [stage(backend, path) for path in paths]
+        try:
+            results = backend.put_many(uploads, credential)
+        finally:
+            for upload in uploads:
+                upload.path.unlink(missing_ok=True)
+        sdist, wheel, refused, other, sdist_again = results
+        assert isinstance(refused, DistributionExists) and refused.status == 409
+        assert wheel == stored  # identical bytes: the stored record
+        assert sdist_again == sdist  # twice in one batch: stored once
+        assert isinstance(sdist, FileRecord) and isinstance(other, FileRecord)
+        since = backend.read_index(start.cursor)
+        assert since is not None
+        assert {e.record.filename for e in since.events if isinstance(e, Add)} >= {
+            sdist.filename,
+            other.filename,
+        }
+        assert {r.filename for r in index_of(backend).records()} == {
+            stored.filename,
+            sdist.filename,
+            other.filename,
+        }
+        assert fetch(backend.open(stored)) == dists["wheel"].read_bytes()
+        assert fetch(backend.open(other)) == dists["other"].read_bytes()
+        assert backend.put_many([], credential) == []
+
     # --- downloads -----------------------------------------------------------------------------
 
     def test_open_gives_the_stored_bytes(

@@ -483,3 +483,59 @@ def test_racing_identical_uploads_keep_the_full_record(
     assert statuses == [200] * 20
     page = app_get(app, "/simple/demo-pkg/").body
     assert b'data-requires-python="&gt;=3.8"' in page  # type: ignore[operator]
+
+
+# Stage three wheels and store them in one batch, in a process killed (SIGKILL) at the
+# second file's sidecars, or at the batch's journal append.
+KILLED_BATCH = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[4])
+from contract import stage
+from test_file_system import new_backend
+from pywharf.backends import journal, sidecars
+calls = []
+def die(original):
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2 or original is None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(*args, **kwargs)
+    return dying
+backend = new_backend(Path(sys.argv[1]))
+uploads = [stage(backend, Path(p)) for p in sys.argv[2].split(os.pathsep)]
+if sys.argv[3] == "sidecars":
+    sidecars.Sidecars.write = die(sidecars.Sidecars.write)
+else:
+    journal.Journal.append = die(None)
+backend.put_many(uploads, "write-secret")
+"""
+
+
+@pytest.mark.parametrize("point", ["sidecars", "event"])
+def test_a_batch_killed_midway_lists_whole_files_only_and_can_be_run_again(
+    root: Path, tmp_path: Path, point: str
+) -> None:
+    new_backend(root)
+    wheels = [make_wheel(tmp_path, f"batch-{n}", "1.0", requires_python=">=3.8") for n in range(3)]
+    here = Path(__file__).resolve().parent
+    argv = [str(root), os.pathsep.join(map(str, wheels)), point, str(here)]
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_BATCH, *argv],
+        env={**os.environ, "PYTHONPATH": f"{REPO}:{here.parent}"}, capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == -9, result.stderr.decode()
+    backend = new_backend(root)  # start-up finishes what the batch's intent lists
+    files = listed(backend)
+    linked = 2 if point == "sidecars" else 3  # the third was never linked when killed early
+    assert sorted(files) == sorted(w.name for w in wheels[:linked])
+    for wheel in wheels[:linked]:
+        assert files[wheel.name].requires_python == ">=3.8"
+        assert fetch(backend.open(files[wheel.name])) == wheel.read_bytes()
+    uploads = [stage(backend, wheel) for wheel in wheels]  # the import, run again
+    results = backend.put_many(uploads, WRITE)
+    assert [r.filename for r in results if isinstance(r, FileRecord)] == [w.name for w in wheels]
+    assert len(listed(new_backend(root))) == 3
+    assert journal_path(root).read_bytes().count(b'"add"') == 3
+    assert [p for p in leftovers(root) if "intent" in p] == []

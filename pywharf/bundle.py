@@ -225,6 +225,12 @@ def _import_statuses(
             report.statuses.append(f"{status.project} {status.status}")
 
 
+# Files staged before they are stored together (`put_many`): the batch bounds the spool's
+# size and the work a crash leaves for start-up to finish.
+BATCH_FILES = 500
+BATCH_BYTES = 256 * 1024 * 1024
+
+
 def _import_all(
     backend: Backend,
     index: Index,
@@ -233,38 +239,71 @@ def _import_all(
     stream: TextIO | None,
 ) -> None:
     progress = Progress(len(entries), stream)
-    for entry in entries:
-        _import_one(backend, index, entry, report)
-        progress.step(entry.record.filename)
+    batch: list[StagedUpload] = []
+    try:
+        for entry in entries:
+            staged = _stage(backend, index, entry, report)
+            if staged is None:
+                progress.step(entry.record.filename)
+                continue
+            batch.append(staged)
+            if len(batch) >= BATCH_FILES or sum(u.record.size for u in batch) >= BATCH_BYTES:
+                _store(backend, batch, report, progress)
+        _store(backend, batch, report, progress)
+    finally:
+        for upload in batch:  # what a failure left unstored
+            upload.path.unlink(missing_ok=True)
 
 
-def _import_one(backend: Backend, index: Index, entry: _Entry, report: ImportReport) -> None:
+def _store(
+    backend: Backend, batch: list[StagedUpload], report: ImportReport, progress: Progress
+) -> None:
+    """Store the staged files together, then empty the batch (and the spool)."""
+    try:
+        results = backend.put_many(batch, "") if batch else []
+        for upload, result in zip(batch, results):
+            if isinstance(result, DistributionExists):
+                refused = f"{upload.record.filename}: other bytes are stored under this name"
+                report.refused.append(refused)
+            else:
+                report.imported.append(upload.record.filename)
+            progress.step(upload.record.filename)
+    finally:
+        for upload in batch:
+            upload.path.unlink(missing_ok=True)
+        batch.clear()
+
+
+def _stage(
+    backend: Backend, index: Index, entry: _Entry, report: ImportReport
+) -> StagedUpload | None:
+    """The entry copied to the spool and checked against the manifest; None: skipped or
+    refused (and reported)."""
     record = entry.record
     stored = index.file(record.project, record.filename)
     deleted = index.deleted_sha256(record.filename)
     if stored is not None and stored.sha256 == record.sha256:
         report.skipped.append(record.filename)
-        return
+        return None
     if stored is not None or (deleted is not None and deleted != record.sha256):
         report.refused.append(f"{record.filename}: other bytes are stored under this name")
-        return
+        return None
     spool = backend.spool_dir / f".import-{uuid.uuid4().hex}.part"
     try:
         with entry.open() as data, spool.open("xb") as out:
             digest, size = _copy(data, out)
         if (digest, size) != (record.sha256, record.size):
             report.refused.append(f"{record.filename}: its bytes do not match the manifest")
-            return
-        matched, metadata = _metadata(entry, record, report)
-        if not matched:
-            return
-        stored = record._replace(stored_time=time.time())
-        backend.put(StagedUpload(spool, stored, metadata, {}), "")
-        report.imported.append(record.filename)
-    except DistributionExists:
-        report.refused.append(f"{record.filename}: other bytes are stored under this name")
-    finally:
+        else:
+            matched, metadata = _metadata(entry, record, report)
+            if matched:
+                staged = record._replace(stored_time=time.time())
+                return StagedUpload(spool, staged, metadata, {})
+    except BaseException:
         spool.unlink(missing_ok=True)
+        raise
+    spool.unlink(missing_ok=True)
+    return None
 
 
 def _metadata(entry: _Entry, record: FileRecord, report: ImportReport) -> tuple[bool, bytes | None]:

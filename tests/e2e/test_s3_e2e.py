@@ -5,6 +5,7 @@ on one bucket, and a store that is down, comes back, or refuses the server's cre
 from __future__ import annotations
 
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from s3_support import s3_admin_secret
 from s3_support import s3_config
 from s3_support import s3_gate
 from s3_support import start_s3_pyz
+from support import CONFIG
 from support import READ
 from support import WRITE
 from support import Live
@@ -25,6 +27,7 @@ from support import ServerProcess
 from support import pip_install
 from support import poll
 from support import run_pyz
+from support import start_pyz
 from support import stop
 from support import twine_upload
 from support import uv_install
@@ -150,6 +153,47 @@ def test_two_servers_on_one_bucket_see_each_others_uploads(
         assert upload(second.live, impostor)[0] == 409
     finally:
         stop(second)
+
+
+def _fetched(live: Live, path: str) -> bytes:
+    """A file's bytes from `live`, following a presigned redirect without our credentials."""
+    status, headers, data = live.request("GET", path)
+    if status == 302:
+        with urllib.request.urlopen(headers["location"], timeout=30) as answer:
+            return bytes(answer.read())
+    assert status == 200, (status, data[:200])
+    return data
+
+
+def test_a_file_cached_through_one_server_is_served_by_another_from_the_bucket(
+    pyz: Path, seaweedfs: S3Bucket, dists: list[Path], tmp_path: Path
+) -> None:
+    """Issue 12: two servers on one bucket share the upstream cache. The upstream (a second
+    pywharf, on a file system) is stopped once one server fetched the file: the other serves
+    it, and lists it, from the store alone."""
+    upstream_config = tmp_path / "upstream.toml"
+    upstream_config.write_text(CONFIG)
+    upstream = start_pyz(pyz, tmp_path / "upstream", "--config", str(upstream_config),
+                         "--extra_index_url", "")  # fmt: skip
+    wheel = dists[0]
+    path = f"/simple/demo-pkg/{wheel.name}"
+    config = s3_config(seaweedfs, upstream_url=upstream.live.index_url())
+    secret = s3_admin_secret(seaweedfs)
+    first = start_s3_pyz(pyz, tmp_path / "first", config, secret, "--extra_index_url", "")
+    second = start_s3_pyz(pyz, tmp_path / "second", config, secret, "--extra_index_url", "")
+    try:
+        assert upload(upstream.live, wheel)[0] == 200
+        assert wheel.name in listed(first.live)  # the upstream's page, relinked here
+        assert first.live.request("GET", path)[2] == wheel.read_bytes()  # relayed, and kept
+        stop(upstream)  # from here on only the bucket has it
+        poll(lambda: True if wheel.name in listed(second.live) else None, "the second server")
+        assert _fetched(second.live, path) == wheel.read_bytes()
+        assert _fetched(first.live, path) == wheel.read_bytes()  # later requests: the store
+        assert upstream.live.index_url() not in first.output() + second.output()
+    finally:
+        for server in (first, second, upstream):
+            if server.process.poll() is None:
+                stop(server)
 
 
 def test_a_store_down_at_start_then_back_needs_no_restart(

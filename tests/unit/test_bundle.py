@@ -6,6 +6,7 @@ import io
 import json
 import tarfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -15,12 +16,16 @@ from support import build_app
 from support import poll
 from support_upload import app_get
 
+import pywharf.bundle as bundle_module
+from pywharf.backends import StagedUpload
 from pywharf.backends import backend_settings
 from pywharf.backends import create_backend
+from pywharf.backends.file_system import FileSystemBackend
 from pywharf.bundle import MANIFEST
 from pywharf.bundle import Progress
 from pywharf.cli import main
 from pywharf.config import parse_repositories
+from pywharf.errors import DistributionExists
 from pywharf.index import UPSTREAM
 from pywharf.index import FileRecord
 from pywharf.index import Index
@@ -268,3 +273,32 @@ def test_a_running_server_lists_imported_files_at_its_next_sync(
         )
     finally:
         syncer.stop()
+
+
+def test_files_are_stored_in_batches_each_file_once(
+    source: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bundle = tmp_path / "out.tar"
+    _export(capsys, source, bundle)
+    sizes: list[int] = []
+    real = FileSystemBackend.put_many
+
+    def spied(
+        self: FileSystemBackend, uploads: Sequence[StagedUpload], credential: str
+    ) -> list[FileRecord | DistributionExists]:
+        sizes.append(len(uploads))
+        return real(self, uploads, credential)
+
+    monkeypatch.setattr(bundle_module, "BATCH_FILES", 2)
+    monkeypatch.setattr(FileSystemBackend, "put_many", spied)
+    target = tmp_path / "target"
+    code, out, err = _import(capsys, target, bundle)
+    assert sizes == [2, 1]
+    assert code == 0 and "imported 3," in out and "3/3" in err
+    assert records(target).keys() == records(source).keys()
+    journal = target / "cache" / "local" / "storage" / ".pywharf" / "journal.jsonl"
+    assert journal.read_bytes().count(b'"add"') == 3
+    assert list((journal.parent / "tmp").iterdir()) == []

@@ -240,6 +240,7 @@ def _import_all(
 ) -> None:
     progress = Progress(len(entries), stream)
     batch: list[StagedUpload] = []
+    staged_bytes = 0
     try:
         for entry in entries:
             staged = _stage(backend, index, entry, report)
@@ -247,8 +248,10 @@ def _import_all(
                 progress.step(entry.record.filename)
                 continue
             batch.append(staged)
-            if len(batch) >= BATCH_FILES or sum(u.record.size for u in batch) >= BATCH_BYTES:
+            staged_bytes += staged.record.size
+            if len(batch) >= BATCH_FILES or staged_bytes >= BATCH_BYTES:
                 _store(backend, batch, report, progress)
+                staged_bytes = 0
         _store(backend, batch, report, progress)
     finally:
         for upload in batch:  # what a failure left unstored

@@ -125,6 +125,12 @@ class BackendContract:
             "other": make_wheel(folder, "other-pkg", "0.1"),
         }
 
+    def impostor(self, tmp_path: Path) -> Path:
+        """The name of `dists["wheel"]` with other bytes."""
+        folder = tmp_path / "impostor"
+        folder.mkdir()
+        return make_wheel(folder, "demo-pkg", "1.0", payload_bytes=64)
+
     def put(self, backend: Backend, credential: str, path: Path, **form: str) -> FileRecord:
         upload = stage(backend, path, **form)
         try:
@@ -199,9 +205,7 @@ class BackendContract:
         self, backend: Backend, credential: str, dists: dict[str, Path], tmp_path: Path
     ) -> None:
         stored = self.put(backend, credential, dists["wheel"])
-        folder = tmp_path / "impostor"
-        folder.mkdir()
-        impostor = make_wheel(folder, "demo-pkg", "1.0", payload_bytes=64)
+        impostor = self.impostor(tmp_path)
         assert impostor.name == stored.filename
         with pytest.raises(DistributionExists) as caught:
             self.put(backend, credential, impostor)
@@ -253,9 +257,7 @@ class BackendContract:
         self, backend: Backend, credential: str, dists: dict[str, Path], tmp_path: Path
     ) -> None:
         stored = self.put(backend, credential, dists["wheel"])
-        folder = tmp_path / "impostor"
-        folder.mkdir()
-        impostor = make_wheel(folder, "demo-pkg", "1.0", payload_bytes=64)
+        impostor = self.impostor(tmp_path)
         start = backend.read_index(None)
         assert start is not None
         paths = [dists["sdist"], dists["wheel"], impostor, dists["other"], dists["sdist"]]

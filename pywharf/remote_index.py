@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import tomli_w
-
 from pywharf.config import load_toml
 from pywharf.dists import SDIST_SUFFIXES
 from pywharf.dists import canonicalize_name
 from pywharf.dists import parse_filename
 from pywharf.errors import PywharfError
 from pywharf.errors import StorageError
+from pywharf.flat_toml import dump_flat_toml
 from pywharf.index import FileRecord
 
 __all__ = ["dump_index", "load_index"]
@@ -68,7 +67,7 @@ def dump_index(
 ) -> bytes:
     """The lean index; `locations` adds the original's `url` / `package_path` per filename."""
     entries = [_entry(r, backend_type, locations or {}) for r in records]
-    return tomli_w.dumps({"mtime": mtime, "pkgs": entries}).encode()
+    return dump_flat_toml({"mtime": mtime, "pkgs": entries}).encode()
 
 
 def _record(entry: dict[str, Any], default_time: float) -> FileRecord:

@@ -21,11 +21,12 @@ from pywharf.index import FileRecord
 
 __all__ = ["dump_index", "load_index"]
 
-_EXTENSIONS = ("whl", *(s.lstrip(".") for s in SDIST_SUFFIXES))
+# Longest first (`tar.gz` before `gz`), sorted once: per file it was 4 s of a million-file rebuild.
+_EXTENSIONS = sorted(("whl", *(s.lstrip(".") for s in SDIST_SUFFIXES)), key=len, reverse=True)
 
 
 def _split_extension(filename: str) -> tuple[str, str]:
-    for extension in sorted(_EXTENSIONS, key=len, reverse=True):
+    for extension in _EXTENSIONS:
         if filename.endswith("." + extension):
             return filename[: -len(extension) - 1], extension
     raise StorageError(f"{filename!r} has no known extension")

@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import TextIO
 
-__all__ = ["AccessLog", "default_access_log", "log_field"]
+__all__ = ["AccessLog", "default_access_log", "log_field", "log_fields"]
 
 ACCESS_LOG_FLUSH_SECONDS = 0.2
 # Escaped in access-log fields: everything outside printable ASCII, plus the quote and the
@@ -26,6 +26,14 @@ def log_field(value: str) -> str:
         lambda match: "".join(f"\\x{byte:02X}" for byte in match[0].encode("utf-8", "replace")),
         value,
     )
+
+
+def log_fields(*values: str) -> tuple[str, ...]:
+    """`log_field` of each value, with one search over them all when none needs escaping (the
+    usual case: three searches were a microsecond of every request)."""
+    if _UNSAFE_IN_LOG.search("".join(values)) is None:
+        return values
+    return tuple(log_field(value) for value in values)
 
 
 class AccessLog:

@@ -25,7 +25,7 @@ from typing import TextIO
 
 import pywharf.connection as wire
 from pywharf.access_log import AccessLog
-from pywharf.access_log import log_field
+from pywharf.access_log import log_fields
 from pywharf.app import App
 from pywharf.app import error_response
 from pywharf.connection import HEAD_TIMEOUT_SECONDS
@@ -252,9 +252,9 @@ class Server(ThreadingHTTPServer):
                       "bytes": response.length, "ms": round(milliseconds, 1)}  # fmt: skip
             self.access_log.add(json.dumps(fields) + "\n")
             return
+        user, method, path = log_fields(response.user, method, path)
         self.access_log.add(
-            f"{client} {log_field(response.user)} [{http_now()}] "
-            f'"{log_field(method)} {log_field(path)}" '
+            f'{client} {user} [{http_now()}] "{method} {path}" '
             f"{response.status} {response.length} {milliseconds:.1f}ms\n"
         )
 

@@ -391,8 +391,12 @@ class FileSystemBackend:
         found, moved = [], []
         for path in _stored_files(self.storage):
             record = self.sidecars.record_from_disk(path)
-            target = _into_folder(path, self._path(record)) if record else None
-            if record is None or target is None:
+            if record is None:
+                continue
+            # Compared by name: building the target path cost more than reading a sidecar.
+            in_place = (path.parent.name, path.name) == (record.project, record.filename)
+            target = path if in_place else _into_folder(path, self._path(record))
+            if target is None:
                 continue
             if target != path:
                 moved.append(f"{record.filename} (moved into {record.project}/)")
@@ -449,17 +453,23 @@ def _read_intent(intent: Path) -> list[tuple[FileRecord, dict[str, str]]]:
 
 def _stored_files(storage: Path) -> Iterator[Path]:
     """The distributions in the project folders. A symlink, to a folder or a file, is never
-    followed: it could list and serve anything the server can read (issue 9)."""
-    for project in sorted(storage.iterdir()):
-        if project.name.startswith(".") or project.is_symlink() or not project.is_dir():
+    followed: it could list and serve anything the server can read (issue 9). Directory
+    entries know their type: no stat per file (a million of them were a tenth of a rescan)."""
+    for project in _sorted_entries(storage):
+        if project.name.startswith(".") or not project.is_dir(follow_symlinks=False):
             continue
-        for path in sorted(project.iterdir()):
-            if not path.name.endswith(_SUFFIXES) or path.name.startswith("."):
+        for entry in _sorted_entries(Path(project.path)):
+            if not entry.name.endswith(_SUFFIXES) or entry.name.startswith("."):
                 continue
-            if path.is_symlink() or not path.is_file():
-                log.warning("update_index: %s is not a regular file; not listed", path)
+            if not entry.is_file(follow_symlinks=False):
+                log.warning("update_index: %s is not a regular file; not listed", entry.path)
                 continue
-            yield path
+            yield Path(entry.path)
+
+
+def _sorted_entries(folder: Path) -> list[os.DirEntry[str]]:
+    with os.scandir(folder) as entries:
+        return sorted(entries, key=lambda entry: entry.name)
 
 
 def _into_folder(path: Path, target: Path) -> Path | None:

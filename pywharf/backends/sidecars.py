@@ -18,6 +18,7 @@ from pywharf.config import load_toml
 from pywharf.dists import Distribution
 from pywharf.dists import parse_filename
 from pywharf.errors import PywharfError
+from pywharf.flat_toml import parse_flat_toml
 from pywharf.index import FileRecord
 from pywharf.metadata import read_wheel_metadata
 
@@ -51,7 +52,8 @@ class Sidecars:
     def read_meta(self, path: Path) -> dict[str, Any] | None:
         meta_path = path.with_name(path.name + ".meta")
         try:
-            return load_toml(meta_path.read_text(encoding="utf-8"), str(meta_path))
+            text = meta_path.read_text(encoding="utf-8")
+            return parse_flat_toml(text) or load_toml(text, str(meta_path))
         except (OSError, UnicodeDecodeError, PywharfError):
             return None
 

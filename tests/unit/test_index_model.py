@@ -7,6 +7,7 @@ served from bytes afterwards, and no request lists or re-reads the backend (issu
 from __future__ import annotations
 
 import os
+import random
 import threading
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from support_upload import app_upload
 from pywharf.app import App
 from pywharf.index import Add
 from pywharf.index import Delete
+from pywharf.index import Event
 from pywharf.index import FileRecord
 from pywharf.index import Index
 from pywharf.index import Yank
@@ -86,6 +88,23 @@ def test_a_change_replaces_only_the_touched_project() -> None:
     assert index.listing is not listing
     assert index.listing.names == ("bar", "baz", "foo")
     assert index.project("bar") is bar  # type: ignore[arg-type]
+
+
+def test_the_listing_stays_sorted_as_projects_come_and_go_a_few_or_many_at_a_time() -> None:
+    # A few new names are inserted into the sorted listing, many are sorted with the rest.
+    generator = random.Random(16)
+    index = Index()
+    for _ in range(200):
+        names = [f"p{generator.randrange(300)}" for _ in range(generator.choice((1, 3, 100)))]
+        events: list[Event] = []
+        for name in names:
+            filename = f"{name}-1.0.tar.gz"
+            if index.file(name, filename) is None:  # type: ignore[arg-type]
+                events.append(Add(record(filename, project=name)))
+            else:
+                events.append(Delete(name, filename))  # type: ignore[arg-type]
+        index.apply(events)
+        assert index.listing.names == tuple(sorted(p for p in {r.project for r in index.records()}))
 
 
 def test_yank_and_unyank() -> None:

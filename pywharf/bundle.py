@@ -23,6 +23,7 @@ import sys
 import tarfile
 import time
 import uuid
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,8 +36,10 @@ from typing import Any
 from typing import TextIO
 
 from pywharf.backends import Backend
+from pywharf.backends import Download
 from pywharf.backends import LocalFile
 from pywharf.backends import StagedUpload
+from pywharf.backends import Streamed
 from pywharf.backends.hashing import CHUNK_BYTES
 from pywharf.dists import SDIST_SUFFIXES
 from pywharf.dists import parse_filename
@@ -130,7 +133,11 @@ def _selected(
     )
 
 
-def _local(target: object, filename: str) -> LocalFile:
+def _local(open_target: Callable[[], Download], filename: str) -> LocalFile:
+    target = open_target()
+    if isinstance(target, Streamed):  # its first download: read through, it is then kept
+        target.drain()
+        target = open_target()
     if not isinstance(target, LocalFile):
         raise StorageError(f"{filename!r} is not a local file (GitHub: set download = 'proxy')")
     return target
@@ -176,10 +183,10 @@ def export_bundle(
 
 def _export_one(tar: tarfile.TarFile, backend: Backend, record: FileRecord) -> None:
     folder = _FILES / record.project
-    parts = [(folder / record.filename, _local(backend.open(record), record.filename))]
+    parts = [(folder / record.filename, _local(lambda: backend.open(record), record.filename))]
     if record.metadata_sha256:
-        metadata = backend.open_metadata(record)
-        parts.append((folder / (record.filename + ".metadata"), _local(metadata, record.filename)))
+        metadata = _local(lambda: backend.open_metadata(record), record.filename)
+        parts.append((folder / (record.filename + ".metadata"), metadata))
     for name, local in parts:
         with open(local.path, "rb") as data:
             tar.addfile(_member(name, local.size, record.stored_at), data)

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pywharf.backends import Backend
 from pywharf.backends import LocalFile
 from pywharf.backends import Redirect
+from pywharf.backends import Streamed
 from pywharf.errors import NotFound
 from pywharf.index import FileRecord
 
-__all__ = ["FileDownload", "Streamed", "stored_download"]
-
-
-@dataclass(frozen=True)
-class Streamed:
-    """Bytes produced while they are sent (an upstream file being cached); `close` always."""
-
-    chunks: Iterator[bytes]
-    size: int
-    close: Callable[[], None]
+__all__ = ["FileDownload", "stored_download"]
 
 
 @dataclass(frozen=True)

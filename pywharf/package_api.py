@@ -10,8 +10,10 @@ import logging
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from pywharf.backends import ArrivingFile
+from pywharf.backends import EarlyStore
 from pywharf.backends import Redirect
-from pywharf.downloads import Streamed
+from pywharf.backends import Streamed
 from pywharf.errors import NotFound
 from pywharf.http import JSON
 from pywharf.http import Request
@@ -154,12 +156,19 @@ def status_change(app: App, call: Call) -> Response:
 def upload(app: App, call: Call) -> Response:
     repository = call.repository
     limits = repository.upload_limits
+
+    def start_early(arriving: ArrivingFile) -> EarlyStore | None:
+        # Before a byte goes to the store: a grant outside this project is refused at once.
+        call.require("upload", arriving.project)
+        return repository.store_early(arriving)
+
     with receive_upload(
         call.request,
         limits.spool_dir,
         limits.max_file_bytes,
         app.spools,
         publisher(call.identity),
+        start_early,
     ) as upload:
         call.note.target = upload.record.filename
         call.require("upload", upload.record.project)

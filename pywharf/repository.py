@@ -18,7 +18,9 @@ from packaging.utils import NormalizedName
 
 from pywharf.auth import AuthCache
 from pywharf.auth import Permission
+from pywharf.backends import ArrivingFile
 from pywharf.backends import Backend
+from pywharf.backends import EarlyStore
 from pywharf.backends import StagedUpload
 from pywharf.config import ProjectConfig
 from pywharf.dists import same_version
@@ -231,6 +233,12 @@ class Repository(WebQueries):
             if update.replace:
                 return self.index.replace_all(update.events)
             return self.index.apply(update.events)
+
+    def store_early(self, arriving: ArrivingFile) -> EarlyStore | None:
+        """Let the backend store a file while it arrives, unless it is stored already."""
+        if self.index.file(arriving.project, arriving.filename) is not None:
+            return None  # an identical re-upload stores nothing; other bytes answer 409
+        return self.backend.store_early(arriving)
 
     def store(self, upload: StagedUpload, credential: str) -> FileRecord:
         """Store an upload and list it at once; an identical re-upload stores nothing."""

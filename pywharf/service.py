@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hmac
 import logging
 import os
 import secrets
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import tomli_w
@@ -80,6 +83,22 @@ def _embedded_config(root: Path) -> tuple[str, bool]:
     return text, True
 
 
+@contextlib.contextmanager
+def _bulk_load() -> Iterator[None]:
+    """The first load of every index, before any request: without the cyclic collector.
+
+    Its passes over the records being loaded (millions of objects, none in a cycle) cost
+    13% of a start-up with 100,000 files (measured: 2.0 s, 1.74 s without). Frozen after,
+    the index is never traversed by a collection again while requests are served.
+    """
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.freeze()
+
+
 def _initialize_secret(options: ServerOptions) -> str:
     """--initialize_secret, or its file or environment form (which keep it out of `ps`)."""
     if options.initialize_secret_file:
@@ -117,7 +136,8 @@ class Service:
                 options.admin_secret, self.root, as_text, "admin_secret.toml"
             )
         self._sessions = SessionKeys.load(self.root, options.auth_read_expires)
-        self.configs, repositories = self._build(text, source, admin_text, admin_source)
+        with _bulk_load():
+            self.configs, repositories = self._build(text, source, admin_text, admin_source)
         self.audit = AuditLog(
             Path(options.audit_log) if options.audit_log else self.root / "audit.log"
         )

@@ -24,6 +24,8 @@ from typing import Any
 from typing import BinaryIO
 
 from pywharf import multipart
+from pywharf.backends import ArrivingFile
+from pywharf.backends import EarlyStore
 from pywharf.backends import StagedUpload
 from pywharf.backends.atomic import leased_file
 from pywharf.backends.atomic import write_all
@@ -34,6 +36,7 @@ from pywharf.dists import parse_filename
 from pywharf.dists import same_version
 from pywharf.errors import BadRequest
 from pywharf.errors import Gone
+from pywharf.errors import InvalidFilename
 from pywharf.errors import LengthRequired
 from pywharf.errors import MalformedRequest
 from pywharf.errors import PayloadTooLarge
@@ -61,6 +64,9 @@ _DIGESTS: dict[str, Callable[[], Any]] = {
 _RETIRED_ACTIONS = {"submit", "submit_pkg_info", "doc_upload", "remove_pkg", "file_upload_legacy"}
 # Lean metadata: the original kept every field, README bodies included, in its index.
 _NOT_KEPT = {"content", "description", ":action", "protocol_version", "attestations"}
+_HEX = frozenset("0123456789abcdef")
+# What a repository offers to store a file while it arrives (`Repository.store_early`).
+StartEarly = Callable[[ArrivingFile], EarlyStore | None]
 
 
 class Spools:
@@ -133,11 +139,15 @@ class _Digests:
 
 @dataclass
 class _Form:
+    spool: Path
+    start_early: StartEarly | None = None
     fields: dict[str, list[str]] = field(default_factory=dict)
     filename: str | None = None
     size: int = 0
     hashes: _Digests = field(default_factory=lambda: _Digests(set(), threaded=False))
     threaded_hashing: bool = False
+    length: int = 0  # the request's Content-Length: the most the file can be
+    early: EarlyStore | None = None  # the file, stored while it arrives
 
     def first(self, name: str) -> str:
         values = self.fields.get(name)
@@ -171,14 +181,38 @@ def _start_file(form: _Form, event: multipart.File) -> None:
     # computed afterwards from the spool file (twine and uv send the fields first).
     names = {"sha256_digest"} | (form.fields.keys() & _DIGESTS.keys())
     form.hashes = _Digests(names, form.threaded_hashing)
+    arriving = _arriving(form, event.filename)
+    if arriving is not None and form.start_early is not None:
+        form.early = form.start_early(arriving)
 
 
-def _receive(request: Request, sink: BinaryIO, max_file_bytes: int) -> _Form:
+def _arriving(form: _Form, filename: str) -> ArrivingFile | None:
+    """The file as far as the fields before it tell (None: too little to store it early).
+
+    Only with a sha256 declared first (twine and uv send it first): the store must know the
+    bytes it will hold; they are checked against it before the upload is completed."""
+    sha256 = [value.strip().lower() for value in form.fields.get("sha256_digest", [])]
+    name = form.first("name")
+    if len(set(sha256)) != 1 or len(sha256[0]) != 64 or not _HEX.issuperset(sha256[0]):
+        return None
+    if not name:
+        return None
+    try:
+        distribution = parse_filename(filename, project=name)
+    except InvalidFilename:
+        return None  # refused with its reason once the upload is checked
+    if distribution.project != normalize_project_name(name):
+        return None
+    return ArrivingFile(form.spool, distribution.project, filename, sha256[0], form.length)
+
+
+def _receive(request: Request, sink: BinaryIO, max_file_bytes: int, form: _Form) -> None:
     length = _check_length(request, max_file_bytes)
     boundary = multipart.parse_boundary(request.header("content-type"))
     limits = replace(multipart.UPLOAD_LIMITS, max_file_bytes=max_file_bytes)
     decoder = multipart.MultipartDecoder(boundary, limits)
-    form = _Form(threaded_hashing=length >= THREADED_HASHING_BYTES)
+    form.threaded_hashing = length >= THREADED_HASHING_BYTES
+    form.length = length
     in_content = False
     try:
         for chunk in _body_chunks(request, length):
@@ -187,9 +221,10 @@ def _receive(request: Request, sink: BinaryIO, max_file_bytes: int) -> _Form:
         decoder.end()
         _drain(decoder, form, sink, in_content)
         _spool(os.fsync, sink.fileno())  # the file is durable before anything points at it
+        if form.early is not None:
+            form.early.ended(form.size)
     finally:
         form.hashes.finish()
-    return form
 
 
 def _drain(
@@ -209,6 +244,8 @@ def _drain(
             _spool(write_all, sink, event.data)
             form.size += len(event.data)
             form.hashes.update(event.data)
+            if form.early is not None:
+                form.early.grew(form.size)
 
 
 def _spool(write: Callable[..., None], *args: Any) -> None:
@@ -302,17 +339,28 @@ def _stage(form: _Form, spool: Path, by: dict[str, Any]) -> StagedUpload:
         provenance=provenance,
     )
     kept = {k: v[0] for k, v in form.fields.items() if k not in _NOT_KEPT and v[0] != "UNKNOWN"}
-    return StagedUpload(spool, record, metadata, kept)
+    return StagedUpload(spool, record, metadata, kept, form.early)
 
 
 @contextmanager
 def receive_upload(
-    request: Request, spool_dir: Path, max_file_bytes: int, spools: Spools, by: dict[str, Any]
+    request: Request,
+    spool_dir: Path,
+    max_file_bytes: int,
+    spools: Spools,
+    by: dict[str, Any],
+    start_early: StartEarly | None = None,
 ) -> Iterator[StagedUpload]:
     """Receive and verify an upload; the spool file lives until the `with` block ends.
 
-    `by` is the PEP 740 publisher its attestations are served with.
+    `by` is the PEP 740 publisher its attestations are served with. `start_early` may begin
+    storing the file while it arrives; whatever the block did not finish is aborted.
     """
     with spools.new(spool_dir) as (spool, sink):
-        form = _receive(request, sink, max_file_bytes)
-        yield _stage(form, spool, by)
+        form = _Form(spool, start_early)
+        try:
+            _receive(request, sink, max_file_bytes, form)
+            yield _stage(form, spool, by)
+        finally:
+            if form.early is not None:
+                form.early.abort()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from types import MappingProxyType
 from typing import Any
 from typing import Protocol
 from typing import Union
+
+from packaging.utils import NormalizedName
 
 from pywharf.auth import Permission
 from pywharf.config import UPSTREAM_SETTINGS
@@ -31,14 +34,17 @@ from pywharf.index import FileRecord
 
 __all__ = [
     "BACKEND_TYPES",
+    "ArrivingFile",
     "Backend",
     "BackendType",
     "Download",
+    "EarlyStore",
     "IndexUpdate",
     "LocalFile",
     "Redirect",
     "RepairReport",
     "StagedUpload",
+    "Streamed",
     "backend_class",
     "backend_settings",
     "create_backend",
@@ -58,7 +64,24 @@ class Redirect:
     url: str
 
 
-Download = Union[LocalFile, Redirect]
+@dataclass(frozen=True)
+class Streamed:
+    """Bytes produced while they are sent (a file fetched for a local copy); `close` always."""
+
+    chunks: Iterator[bytes]
+    size: int
+    close: Callable[[], None]
+
+    def drain(self) -> None:
+        """Read it through without sending it (the copy it makes is then kept), and close it."""
+        try:
+            for _ in self.chunks:
+                pass
+        finally:
+            self.close()
+
+
+Download = Union[LocalFile, Redirect, Streamed]
 
 
 @dataclass(frozen=True)
@@ -72,6 +95,31 @@ class IndexUpdate:
 
 
 @dataclass(frozen=True)
+class ArrivingFile:
+    """An upload's file while its bytes still arrive: what is known before the last one."""
+
+    path: Path  # the spool file, still growing
+    project: NormalizedName
+    filename: str
+    sha256: str  # as the client declared it: checked before anything becomes visible
+    max_bytes: int  # the most it can grow to (the request's length)
+
+
+class EarlyStore(Protocol):
+    """A file a backend stores while it arrives (`Backend.store_early`); `put` finishes it.
+
+    The upload pipeline reports the spool file's growth, then its end, and always calls
+    `abort` once the upload is over: a no-op after `put` finished it, else nothing of it stays.
+    """
+
+    def grew(self, size: int) -> None: ...
+
+    def ended(self, size: int) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True)
 class StagedUpload:
     """A complete, verified upload in a local temporary file, ready to be stored."""
 
@@ -79,6 +127,7 @@ class StagedUpload:
     record: FileRecord
     metadata: bytes | None  # PEP 658: the wheel's METADATA, byte for byte
     form: dict[str, str]  # the original's `.meta`: upload form fields, first value each
+    early: EarlyStore | None = None  # what `store_early` began, for `put` to finish
 
 
 @dataclass
@@ -123,6 +172,10 @@ class Backend(Protocol):
     def read_index(self, cursor: Any) -> IndexUpdate | None:
         """Events since `cursor` (None: everything), or None when nothing changed."""
 
+    def store_early(self, arriving: ArrivingFile) -> EarlyStore | None:
+        """Begin storing a file while it arrives, invisible until `put` (None: `put` stores
+        it whole). For a remote store, sending during the upload halves a large one's time."""
+
     def put(self, upload: StagedUpload, credential: str) -> FileRecord:
         """Store a file; identical bytes return the stored record, others `DistributionExists`.
 
@@ -142,7 +195,9 @@ class Backend(Protocol):
     def apply_change(self, event: Event, credential: str) -> None:
         """Persist a yank or delete (and remove a deleted file); an Add is `put`'s."""
 
-    def open(self, record: FileRecord) -> Download: ...
+    def open(self, record: FileRecord) -> Download:
+        """The file: local, a redirect, or streamed while a local copy is made (its first
+        download); a `Streamed` must be closed, read or not."""
 
     def open_metadata(self, record: FileRecord) -> Download: ...
 

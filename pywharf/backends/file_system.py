@@ -34,6 +34,7 @@ from typing import Any
 
 from pywharf.auth import Permission
 from pywharf.auth import permission_of_secret
+from pywharf.backends import ArrivingFile
 from pywharf.backends import BackendType
 from pywharf.backends import IndexUpdate
 from pywharf.backends import LocalFile
@@ -206,6 +207,9 @@ class FileSystemBackend:
 
     def _path(self, record: FileRecord) -> Path:
         return self.storage / record.project / record.filename
+
+    def store_early(self, arriving: ArrivingFile) -> None:
+        return None  # the spool is on the same file system: `put` is a rename
 
     def put(self, upload: StagedUpload, credential: str) -> FileRecord:
         record = upload.record

@@ -27,6 +27,7 @@ from typing import Any
 import tomli_w
 
 from pywharf.auth import Permission
+from pywharf.backends import ArrivingFile
 from pywharf.backends import BackendType
 from pywharf.backends import IndexUpdate
 from pywharf.backends import LocalFile
@@ -187,6 +188,9 @@ class GitHubBackend:
     @storage_errors(callers_token=False)
     def read_index(self, cursor: Any) -> IndexUpdate | None:
         return self._index.read(cursor)
+
+    def store_early(self, arriving: ArrivingFile) -> None:
+        return None  # a release asset is one request: it cannot be sent in parts
 
     @storage_errors(callers_token=True)
     def put_many(

@@ -7,10 +7,11 @@ import queue
 import threading
 from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["CHUNK_BYTES", "HashingWriter", "copy_hashed", "sha256_of_file"]
+__all__ = ["CHUNK_BYTES", "HashingWriter", "copy_hashed", "relay_checked", "sha256_of_file"]
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: hashlib releases the GIL for buffers this large
 
@@ -99,3 +100,28 @@ class HashingWriter:
             if drain.error is not None:
                 raise drain.error
         return self._digest.hexdigest()
+
+
+def relay_checked(
+    chunks: Iterable[bytes], out: IO[bytes], size: int | None, check: Callable[[str, int], None]
+) -> Iterator[bytes]:
+    """Pass `chunks` on while a `HashingWriter` writes them to `out` and hashes them, holding
+    the last one back until `check(sha256, total)` returned: it raises when the bytes are not
+    the ones expected (more than `size` are never read), so a client never gets a complete
+    wrong file (a short body instead), and it keeps the copy when they are."""
+    writer = HashingWriter(out)
+    total, pending = 0, b""
+    try:
+        for chunk in chunks:
+            total += len(chunk)
+            if size is not None and total > size:
+                break
+            writer.write(chunk)
+            if pending:
+                yield pending
+            pending = chunk
+        digest = writer.hexdigest()
+    finally:
+        writer.close()  # a relay cut off: its helpers stop now
+    check(digest, total)
+    yield pending

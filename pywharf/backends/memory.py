@@ -12,10 +12,10 @@ the contract as it is rather than widening it for bytes held in memory.
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 import time
 from collections.abc import Callable
-from collections.abc import Generator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
@@ -24,6 +24,7 @@ from typing import Any
 
 from pywharf.auth import Permission
 from pywharf.auth import permission_of_secret
+from pywharf.backends import ArrivingFile
 from pywharf.backends import BackendType
 from pywharf.backends import IndexUpdate
 from pywharf.backends import LocalFile
@@ -81,10 +82,6 @@ _STORES: dict[tuple[str, str], MemoryStore] = {}
 _STORES_LOCK = threading.Lock()
 
 
-def _chunks(data: bytes) -> Generator[bytes, None, None]:
-    yield data
-
-
 class MemoryBackend:
     """Packages in this process's memory, shared by the instances of one ROOT and name."""
 
@@ -121,6 +118,9 @@ class MemoryBackend:
     ) -> list[FileRecord | DistributionExists]:
         return put_each(self, uploads, credential)
 
+    def store_early(self, arriving: ArrivingFile) -> None:
+        return None  # nothing to overlap: `put` copies bytes in memory
+
     def put(self, upload: StagedUpload, credential: str) -> FileRecord:
         record = upload.record
         try:
@@ -155,14 +155,16 @@ class MemoryBackend:
 
     def open(self, record: FileRecord) -> LocalFile:
         blob = self._blob(record)
-        return self._copies.local_copy(record.filename, record.sha256, lambda: _chunks(blob.data))
+        return self._copies.local_copy(
+            record.filename, record.sha256, lambda: io.BytesIO(blob.data)
+        )
 
     def open_metadata(self, record: FileRecord) -> LocalFile:
         metadata = self._blob(record).metadata
         if metadata is None or record.metadata_sha256 is None:
             raise StorageNotFound(f"{record.filename!r} has no metadata file")
         name = record.filename + ".metadata"
-        return self._copies.local_copy(name, record.metadata_sha256, lambda: _chunks(metadata))
+        return self._copies.local_copy(name, record.metadata_sha256, lambda: io.BytesIO(metadata))
 
     def _blob(self, record: FileRecord) -> Blob:
         with self.store.lock:

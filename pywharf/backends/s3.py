@@ -17,8 +17,9 @@ try, or another server's, and the entry is finished; other bytes never listed ar
 and the upload answers 409, so a 409 is never about a file nobody can see.
 
 Downloads redirect to a presigned GET (after a HEAD, so a missing object is a 404 here, not at
-the client; the URL is reused for a while), or are proxied: streamed once into a local copy,
-kept only if its sha256 matches. Every client error becomes a storage error in `s3_errors`:
+the client; the URL is reused for a while), or are proxied: the first request is streamed
+while a local copy is written, kept only if its sha256 matches; later ones get the copy.
+Every client error becomes a storage error in `s3_errors`:
 the server's credentials refused, or the store down, is a 503 that names the repository.
 """
 
@@ -40,18 +41,21 @@ from typing import Any
 
 from pywharf.auth import Permission
 from pywharf.auth import permission_of_secret
+from pywharf.backends import ArrivingFile
 from pywharf.backends import BackendType
+from pywharf.backends import Download
 from pywharf.backends import IndexUpdate
-from pywharf.backends import LocalFile
 from pywharf.backends import Redirect
 from pywharf.backends import RepairReport
 from pywharf.backends import StagedUpload
+from pywharf.backends import Streamed
 from pywharf.backends import put_each
 from pywharf.backends.atomic import local_directory
 from pywharf.backends.download_cache import SIGNED_URL_REUSE_SECONDS
 from pywharf.backends.download_cache import DownloadCache
 from pywharf.backends.s3_index import ManifestStore
 from pywharf.backends.s3_index import Snapshot
+from pywharf.backends.s3_layout import PARTIAL_RECORD
 from pywharf.backends.s3_layout import Layout
 from pywharf.backends.s3_layout import Manifest
 from pywharf.backends.s3_layout import object_metadata
@@ -64,6 +68,11 @@ from pywharf.clients.errors import Conflict
 from pywharf.clients.errors import Refused
 from pywharf.clients.errors import ResourceNotFound
 from pywharf.clients.s3 import S3Client
+from pywharf.clients.s3_core import MULTIPART_THRESHOLD
+from pywharf.clients.s3_core import PART_BYTES
+from pywharf.clients.s3_core import ListedObject
+from pywharf.clients.s3_core import ObjectInfo
+from pywharf.clients.s3_multipart import GrowingUpload
 from pywharf.clients.sigv4 import MAX_PRESIGN_EXPIRES
 from pywharf.clients.sigv4 import Credentials
 from pywharf.clients.sigv4 import S3Location
@@ -184,6 +193,7 @@ class S3Backend:
     `sleep`, `clock` and `jitter` are the waits, signing time and race back-off; tests pass
     their own. `orphan_upload_seconds`: how old an unfinished multipart upload must be before
     `rebuild_index` aborts it (younger ones may still be running on another server).
+    `multipart_threshold` and `part_bytes`: when a file is sent in parts, and how large.
     """
 
     SETTINGS = SETTINGS
@@ -200,6 +210,8 @@ class S3Backend:
         clock: Callable[[], float] = time.time,
         jitter: Callable[[float, float], float] = random.uniform,
         orphan_upload_seconds: float = ORPHAN_UPLOAD_SECONDS,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        part_bytes: int = PART_BYTES,
     ) -> None:
         self.settings = settings = typed_settings(config, S3Settings)
         self.name = config.name
@@ -215,7 +227,9 @@ class S3Backend:
         except (ValueError, SigV4Error) as error:
             raise ConfigError(f"{config.source}: {error}") from None
         credentials = credentials_for(self.name, admin_secret, environ)
-        self._client = S3Client(location, credentials, sleep=sleep, clock=clock)
+        self._client = S3Client(location, credentials, sleep=sleep, clock=clock,
+                                multipart_threshold=multipart_threshold,
+                                part_bytes=part_bytes)  # fmt: skip
         self._index = ManifestStore(self._client, self._layout, sleep=sleep, jitter=jitter)
         self._rescan = Rescan(self._client, self._layout, self._index, clock=clock,
                               orphan_upload_seconds=orphan_upload_seconds)  # fmt: skip
@@ -246,6 +260,18 @@ class S3Backend:
     ) -> list[FileRecord | DistributionExists]:
         return put_each(self, uploads, credential)
 
+    def store_early(self, arriving: ArrivingFile) -> GrowingUpload | None:
+        """A large file is sent in parts while it arrives, and completed by `put` only once
+        verified (`If-None-Match: *`): its object carries the declared sha256 and is marked
+        `PARTIAL_RECORD`, the rest of the record (from the wheel) being unknown yet."""
+        if arriving.max_bytes <= self._client.multipart_threshold:
+            return None  # one PUT after verification costs no more
+        key = self._layout.file(arriving.project, arriving.filename)
+        metadata = {"sha256": arriving.sha256, PARTIAL_RECORD: "1"}
+        return self._client.growing_upload(
+            key, arriving.path, arriving.max_bytes, metadata=metadata, content_type=CONTENT_TYPE
+        )
+
     def put(self, upload: StagedUpload, credential: str) -> FileRecord:
         with s3_errors(self.name):
             return self._put(upload)
@@ -271,25 +297,46 @@ class S3Backend:
         record = upload.record
         key = self._layout.file(record.project, record.filename)
         try:
-            self._client.put_file(
-                key, upload.path, sha256=record.sha256, create_only=True,
-                metadata=object_metadata(record), content_type=CONTENT_TYPE,
-            )  # fmt: skip
+            self._write_file(upload, key)
         except AlreadyExists:
             info = self._client.head(key)
-            stored = record_from_head(
-                record.filename, record.project, info.size, info.metadata, info.last_modified
-            )
-            if stored is None:  # stored by hand, without our metadata: update_index lists it
-                raise DistributionExists(record.filename) from None
-            if stored.sha256 != record.sha256:
-                return stored  # listed by the caller, then refused: a visible 409
+            if info.metadata.get("sha256") != record.sha256:  # else our earlier try
+                return self._stored_record(record, info)
         if upload.metadata is not None:
             metadata_key = self._layout.metadata(record.project, record.filename)
             with contextlib.suppress(AlreadyExists):  # our earlier try: the same bytes
                 self._client.put(metadata_key, upload.metadata, create_only=True,
                                  content_type=CONTENT_TYPE)  # fmt: skip
         return record
+
+    def _write_file(self, upload: StagedUpload, key: str) -> None:
+        record = upload.record
+        early = upload.early
+        if isinstance(early, GrowingUpload) and early.key == key:
+            # The parts were sent while the body arrived; the declared sha256 the object
+            # carries is the verified one, or the pipeline would not have staged it.
+            early.complete({"If-None-Match": "*"})
+            return
+        self._client.put_file(
+            key, upload.path, sha256=record.sha256, create_only=True,
+            metadata=object_metadata(record), content_type=CONTENT_TYPE,
+        )  # fmt: skip
+
+    def _stored_record(self, record: FileRecord, info: ObjectInfo) -> FileRecord:
+        """Other bytes under the name, listed by the caller and then refused: a visible 409."""
+        stored = record_from_head(
+            record.filename, record.project, info.size, info.metadata, info.last_modified
+        )
+        if stored is not None:
+            return stored
+        if PARTIAL_RECORD not in info.metadata:  # stored by hand: update_index lists it
+            raise DistributionExists(record.filename)
+        # Stored early by an upload cut off before listing it: described from its bytes.
+        item = ListedObject(info.key, info.size, info.etag, info.last_modified)
+        described = self._rescan.describe(record.project, record.filename, item, self.spool_dir)
+        if described is None:
+            raise DistributionExists(record.filename)
+        return described
 
     # --- yanks and deletes ---------------------------------------------------------------------
 
@@ -319,24 +366,35 @@ class S3Backend:
 
     # --- downloads -----------------------------------------------------------------------------
 
-    def open(self, record: FileRecord) -> LocalFile | Redirect:
+    def open(self, record: FileRecord) -> Download:
         with s3_errors(self.name):
             key = self._layout.file(record.project, record.filename)
-            return self._open(record.filename, key, record.sha256)
+            return self._open(record.filename, key, record.sha256, max(record.size, 0))
 
-    def open_metadata(self, record: FileRecord) -> LocalFile | Redirect:
+    def open_metadata(self, record: FileRecord) -> Download:
         with s3_errors(self.name):
             if record.metadata_sha256 is None:
                 raise StorageNotFound(f"{record.filename!r} has no metadata file")
             key = self._layout.metadata(record.project, record.filename)
             return self._open(record.filename + ".metadata", key, record.metadata_sha256)
 
-    def _open(self, name: str, key: str, sha256: str) -> LocalFile | Redirect:
+    def _open(self, name: str, key: str, sha256: str, size: int | None = None) -> Download:
         if self.download == "proxy":
-            return self._downloads.local_copy(name, sha256, lambda: self._client.stream(key))
+            fetch = functools.partial(self._client.stream, key)
+            if size is None:  # a `.metadata` file: small, fetched whole
+                return self._downloads.local_copy(name, sha256, fetch)
+            target = self._downloads.copy_or_stream(name, sha256, size, fetch)
+            if isinstance(target, Streamed):
+                return Streamed(self._mapped(target.chunks), target.size, target.close)
+            return target
         url = self._downloads.signed_url(key, lambda: self._presign(key))
         assert url is not None  # _presign returns a URL or raises
         return Redirect(url)
+
+    def _mapped(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """A download's chunks, with the store's errors mapped as every other call's."""
+        with s3_errors(self.name):
+            yield from chunks
 
     def _presign(self, key: str) -> str:
         self._client.head(key)  # a missing object is our 404, not a 403 at the client

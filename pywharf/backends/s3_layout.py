@@ -38,6 +38,7 @@ from pywharf.index import FileRecord
 from pywharf.index import Status
 
 __all__ = [
+    "PARTIAL_RECORD",
     "Layout",
     "Manifest",
     "manifest_events",
@@ -47,6 +48,9 @@ __all__ = [
 ]
 
 MANIFEST_FORMAT = 1
+# x-amz-meta-* of a file stored while it arrived (`S3Backend.store_early`): its sha256 is the
+# checked one, but the rest of its record (requires-python, the METADATA's hash) came later.
+PARTIAL_RECORD = "partial-record"
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,8 @@ def record_from_head(
     """The record an object's metadata describes; None without a sha256 (stored by hand) or
     when the name is not a distribution of `project`."""
     sha256 = metadata.get("sha256", "")
+    if PARTIAL_RECORD in metadata:
+        return None  # stored while it arrived: only its sha256 was known then
     try:
         distribution = parse_filename(filename, project)
         upload_time = float(metadata.get("upload-time", modified or time.time()))

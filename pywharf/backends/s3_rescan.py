@@ -127,15 +127,15 @@ class Rescan:
                                       info.last_modified)  # fmt: skip
             if record is not None:
                 return record
-        return self._from_bytes(project, filename, item, known, spool)
+        return self.describe(project, filename, item, spool, known)
 
-    def _from_bytes(
+    def describe(
         self,
         project: str,
         filename: str,
         item: ListedObject,
-        known: FileRecord | None,
         spool: Path,
+        known: FileRecord | None = None,
     ) -> FileRecord | None:
         """Download, hash, and for a wheel store its METADATA (PEP 658) anew."""
         try:

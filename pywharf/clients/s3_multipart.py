@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator
+from collections.abc import Mapping
 from pathlib import Path
+from typing import IO
 
 from pywharf.clients import sigv4
 from pywharf.clients.errors import ClientError
@@ -21,7 +24,11 @@ from pywharf.clients.s3_core import parse_xml
 from pywharf.clients.s3_core import xml_children
 from pywharf.clients.s3_core import xml_text
 
-__all__ = ["MultipartCalls"]
+__all__ = ["EARLY_PART_BYTES", "GrowingUpload", "MultipartCalls"]
+
+# Parts of a file still arriving: smaller than `PART_BYTES`, so less is left to send once the
+# last byte arrived (16 MiB at 100 MB/s: 0.16 s after the body, against 0.6 s with 64 MiB).
+EARLY_PART_BYTES = 16 * 1024**2
 
 
 class MultipartCalls(S3Core):
@@ -39,12 +46,7 @@ class MultipartCalls(S3Core):
         conditional: dict[str, str] = {
             name: headers.pop(name) for name in ("If-None-Match", "If-Match") if name in headers
         }
-        # Initiating twice leaves one orphan that `list_multipart_uploads` finds: safe to retry.
-        response = self._send("POST", key, query=(("uploads", ""),), headers=headers)
-        root = parse_xml(response.data) if response.status == 200 else None
-        upload_id = xml_text(root, "UploadId") if root is not None else ""
-        if not upload_id:
-            raise self._error(response, f"begin an upload of {key!r}")
+        upload_id = self._begin(key, headers)
         try:
             parts = self._send_parts(key, path, size, upload_id)
             return self._complete(key, upload_id, parts, conditional, create)
@@ -52,19 +54,48 @@ class MultipartCalls(S3Core):
             self.abort_multipart(key, upload_id)
             raise
 
+    def _begin(self, key: str, headers: Mapping[str, str]) -> str:
+        # Initiating twice leaves one orphan that `list_multipart_uploads` finds: safe to retry.
+        response = self._send("POST", key, query=(("uploads", ""),), headers=headers)
+        root = parse_xml(response.data) if response.status == 200 else None
+        upload_id = xml_text(root, "UploadId") if root is not None else ""
+        if not upload_id:
+            raise self._error(response, f"begin an upload of {key!r}")
+        return upload_id
+
     def _send_parts(self, key: str, path: Path, size: int, upload_id: str) -> list[str]:
         part_size = self._part_size(size)
-        etags = []
         with path.open("rb") as file:
-            for number, offset in enumerate(range(0, size, part_size), start=1):
-                file.seek(offset)
-                length = min(part_size, size - offset)
-                query = (("partNumber", str(number)), ("uploadId", upload_id))
-                response = self._send(
-                    "PUT", key, query=query, body=LimitedReader(file, length), size=length
-                )
-                etags.append(self._written(response, f"write part {number} of {key!r}", ""))
-        return etags
+            return [
+                self._send_part(key, upload_id, number, file, offset, min(part_size, size - offset))
+                for number, offset in enumerate(range(0, size, part_size), start=1)
+            ]
+
+    def _send_part(
+        self, key: str, upload_id: str, number: int, file: IO[bytes], offset: int, length: int
+    ) -> str:
+        file.seek(offset)
+        query = (("partNumber", str(number)), ("uploadId", upload_id))
+        response = self._send(
+            "PUT", key, query=query, body=LimitedReader(file, length), size=length
+        )
+        return self._written(response, f"write part {number} of {key!r}", "")
+
+    def growing_upload(
+        self,
+        key: str,
+        path: Path,
+        max_size: int,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> GrowingUpload:
+        """A multipart upload of `path` while it is still being written (at most `max_size`
+        bytes); started on its own thread at once."""
+        headers = self._write_headers(content_type, metadata, False, "")
+        smallest = max(min(EARLY_PART_BYTES, self.part_bytes), MIN_PART_BYTES)
+        part_size = max(smallest, math.ceil(max_size / MAX_PARTS))
+        return GrowingUpload(self, key, path, part_size, headers)
 
     def _complete(
         self, key: str, upload_id: str, etags: list[str], conditional: dict[str, str], create: bool
@@ -105,3 +136,105 @@ class MultipartCalls(S3Core):
                 ("key-marker", xml_text(root, "NextKeyMarker")),
                 ("upload-id-marker", xml_text(root, "NextUploadIdMarker")),
             )
+
+
+class GrowingUpload:
+    """A multipart upload fed from a file that is still being written.
+
+    The writer reports each new size with `grew`, and the end with `ended`; a thread sends
+    every whole part as soon as the file holds it, and the rest once it ended. `complete`
+    waits for the parts and completes the upload (with `conditional` headers such as
+    `If-None-Match: *`); `abort` drops it. Exactly one of the two is final: after either, the
+    store holds no part of this upload (unless the abort itself failed: an orphan, for
+    `update_index`).
+    """
+
+    def __init__(
+        self,
+        client: MultipartCalls,
+        key: str,
+        path: Path,
+        part_size: int,
+        headers: dict[str, str],
+    ) -> None:
+        self.key = key
+        self._client = client
+        self._path = path
+        self._part_size = part_size
+        self._headers = headers
+        self._changed = threading.Condition()
+        self._size = 0
+        self._ended = False
+        self._stopped = False
+        self._upload_id = ""
+        self._etags: list[str] = []
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="s3-early-parts", daemon=True)
+        self._thread.start()
+
+    def grew(self, size: int) -> None:
+        with self._changed:
+            self._size = size
+            self._changed.notify()
+
+    def ended(self, size: int) -> None:
+        with self._changed:
+            self._size, self._ended = size, True
+            self._changed.notify()
+
+    def complete(self, conditional: Mapping[str, str]) -> str:
+        """Wait for the parts, then complete; the object's ETag. Aborts on any failure."""
+        with self._changed:
+            if not self._ended or self._stopped:
+                raise RuntimeError(f"the upload of {self.key!r} is not ready to complete")
+        self._thread.join()
+        try:
+            if self._failure is not None:
+                raise self._failure
+            etag = self._client._complete(
+                self.key, self._upload_id, self._etags, dict(conditional),
+                "If-None-Match" in conditional,
+            )  # fmt: skip
+        except BaseException:
+            self.abort()
+            raise
+        self._stopped, self._upload_id = True, ""  # completed: nothing left to abort
+        return etag
+
+    def abort(self) -> None:
+        """Stop sending and drop the parts sent; safe to call again."""
+        with self._changed:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._changed.notify()
+        self._thread.join()
+        if self._upload_id:
+            self._client.abort_multipart(self.key, self._upload_id)
+
+    def _next(self, offset: int) -> int | None:
+        """The length of the next part from `offset`, once the file holds it (None: done)."""
+        with self._changed:
+            while not self._stopped:
+                left = self._size - offset
+                if left >= self._part_size:
+                    return self._part_size
+                if self._ended:  # the last part; an empty file is one empty part
+                    return left if left or not self._etags else None
+                self._changed.wait()
+            return None
+
+    def _run(self) -> None:
+        try:
+            self._upload_id = self._client._begin(self.key, self._headers)
+            offset = 0
+            with self._path.open("rb") as file:
+                while (length := self._next(offset)) is not None:
+                    number = len(self._etags) + 1
+                    etag = self._client._send_part(
+                        self.key, self._upload_id, number, file, offset, length
+                    )
+                    self._etags.append(etag)
+                    offset += length
+        except BaseException as error:  # handed to `complete`, on the caller's thread
+            self._failure = error

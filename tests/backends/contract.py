@@ -29,10 +29,12 @@ from factory import make_sdist
 from factory import make_wheel
 
 from pywharf.auth import Permission
+from pywharf.backends import ArrivingFile
 from pywharf.backends import Backend
+from pywharf.backends import Download
 from pywharf.backends import LocalFile
-from pywharf.backends import Redirect
 from pywharf.backends import StagedUpload
+from pywharf.backends import Streamed
 from pywharf.dists import parse_filename
 from pywharf.errors import ConfigError
 from pywharf.errors import DistributionExists
@@ -86,8 +88,15 @@ def stage(backend: Backend, path: Path, **form: str) -> StagedUpload:
     return StagedUpload(spool, record, metadata, fields)
 
 
-def fetch(download: LocalFile | Redirect) -> bytes:
+def fetch(download: Download) -> bytes:
     """The bytes a download points at, wherever they are."""
+    if isinstance(download, Streamed):
+        try:
+            data = b"".join(download.chunks)
+        finally:
+            download.close()
+        assert len(data) == download.size
+        return data
     if isinstance(download, LocalFile):
         with open(download.path, "rb") as file:
             data = file.read()
@@ -172,6 +181,22 @@ class BackendContract:
         assert since.events == (Add(stored),)  # new events, or (replace) the whole index
         assert backend.read_index(since.cursor) is None  # unchanged: None, cheaply
         assert index_of(backend).records() == [stored]
+
+    def test_a_file_begun_early_then_aborted_leaves_nothing(
+        self, backend: Backend, credential: str, dists: dict[str, Path]
+    ) -> None:
+        """`store_early` (None, or a store the pipeline feeds and always aborts at the end)."""
+        upload = stage(backend, dists["wheel"])
+        record = upload.record
+        arriving = ArrivingFile(upload.path, record.project, record.filename, record.sha256,
+                                record.size)  # fmt: skip
+        early = backend.store_early(arriving)
+        if early is not None:
+            early.ended(record.size)
+            early.abort()
+        upload.path.unlink()
+        assert index_of(backend).records() == []
+        assert self.put(backend, credential, dists["wheel"]) == index_of(backend).records()[0]
 
     def test_events_since_a_cursor_are_only_the_new_ones(
         self, backend: Backend, credential: str, dists: dict[str, Path]

@@ -26,7 +26,6 @@ from support import READ
 from support import WRITE
 
 from pywharf.backends import Backend
-from pywharf.backends import LocalFile
 from pywharf.backends import Redirect
 from pywharf.backends import backend_settings
 from pywharf.backends import create_backend
@@ -337,17 +336,6 @@ def test_a_redirect_is_a_presigned_url_of_the_store(
     assert "X-Amz-Expires=120" in target.url and "X-Amz-Signature=" in target.url
     assert backend.open(record) == target  # reused: no HEAD, no new signature
     assert fetch(target) == wheels[0].read_bytes()
-    backend.close()
-
-
-def test_proxy_mode_keeps_a_verified_copy(
-    seaweedfs: S3Bucket, tmp_path: Path, wheels: list[Path]
-) -> None:
-    backend = new_backend(seaweedfs, tmp_path / "root", download="proxy")
-    record = put(backend, wheels[0])
-    target = backend.open(record)
-    assert isinstance(target, LocalFile)
-    assert Path(target.path).read_bytes() == wheels[0].read_bytes()
     backend.close()
 
 

@@ -56,8 +56,9 @@ def head(target: bytes, user: str = "local") -> bytes:
 def test_a_hostile_path_is_one_escaped_line(tmp_path: Path, target: bytes, shown: str) -> None:
     lines = logged(tmp_path, [head(target), head(b"/simple/")])
     assert len(lines) == 2, lines
-    assert shown in lines[0]
-    assert '"GET /simple/" 200 ' in lines[1]
+    # Each connection's thread writes its line after its answer: the order may differ.
+    assert sum(shown in line for line in lines) == 1, lines
+    assert sum('"GET /simple/" 200 ' in line for line in lines) == 1, lines
     for line in lines:
         assert re.fullmatch(r"[\x20-\x7e]+", line), line  # printable ASCII only
         assert line.count('"') == 2  # the request stays one quoted field

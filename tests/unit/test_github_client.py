@@ -529,11 +529,23 @@ def test_connection_errors_are_retried_then_unavailable(clock: Clock) -> None:
 
 
 def test_read_timeouts_are_retried(github: FakeGitHub, clock: Clock) -> None:
-    github.on_request("GET", "^/user$", lambda: time.sleep(0.3))
-    with GitHubClient(
-        TOKEN, github.api_url, github.uploads_url, timeout=0.1, sleep=clock.sleep, clock=clock.time
-    ) as client:
-        assert client.get_user().login == "alice"
+    # The first answer is held far past the timeout and the retry is answered at once. (A first
+    # answer 3x the timeout late, and a 0.1 s timeout, failed at a load of 17: the retry timed
+    # out too.)
+    held = threading.Event()
+    github.on_request("GET", "^/user$", lambda: held.wait(60))
+    try:
+        with GitHubClient(
+            TOKEN,
+            github.api_url,
+            github.uploads_url,
+            timeout=1,
+            sleep=clock.sleep,
+            clock=clock.time,
+        ) as client:
+            assert client.get_user().login == "alice"
+    finally:
+        held.set()
     assert clock.sleeps == [0.5]
 
 

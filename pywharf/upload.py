@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from typing import BinaryIO
+from typing import Optional
 
 from pywharf import multipart
 from pywharf.backends import ArrivingFile
@@ -66,7 +67,7 @@ _RETIRED_ACTIONS = {"submit", "submit_pkg_info", "doc_upload", "remove_pkg", "fi
 _NOT_KEPT = {"content", "description", ":action", "protocol_version", "attestations"}
 _HEX = frozenset("0123456789abcdef")
 # What a repository offers to store a file while it arrives (`Repository.store_early`).
-StartEarly = Callable[[ArrivingFile], EarlyStore | None]
+StartEarly = Callable[[ArrivingFile], Optional[EarlyStore]]  # a runtime alias: no `|` on 3.9
 
 
 class Spools:

@@ -340,15 +340,14 @@ class Index:
         `base` (a journal snapshot) if given."""
         with self._lock, gc_paused():
             if base is not None:
-                changed = self._adopt(base)
-                touched: dict[NormalizedName, dict[str, FileRecord]] = {}
-            else:
-                changed = False
-                touched = {n: {} for n in self._projects}
-                self._deleted, self._tombstoned, self._statuses = {}, set(), {}
+                return self._replace_from(base, events)
+            touched: dict[NormalizedName, dict[str, FileRecord]] = {n: {} for n in self._projects}
+            self._deleted = {}
+            self._tombstoned = set()
+            self._statuses = {}
             for event in events:
                 self._apply_one(event, touched)
-            return self._commit(touched) or changed
+            return self._commit(touched)
 
     def image(self) -> IndexImage:
         """The current state, sharing its values (they are immutable)."""
@@ -357,28 +356,33 @@ class Index:
             return IndexImage(projects, dict(self._deleted), frozenset(self._tombstoned),
                               tuple(self._statuses.values()))  # fmt: skip
 
-    def _adopt(self, image: IndexImage) -> bool:
-        """Hold `image`, keeping each unchanged `Project` (and its rendered pages)."""
-        old, projects, changed = self._projects, {}, False
+    def _replace_from(self, image: IndexImage, events: Iterable[Event]) -> bool:
+        """Hold `image`, then `events`; every `Project` that ends as it was is kept, with its
+        rendered pages (a reload after `update_index` changes few or none)."""
+        old = self._projects
+        self._projects = {}
         for project in image.projects:
             current = old.get(project.name)
-            if current is not None and (current.files, current.status) == (
+            same = current is not None and (current.files, current.status) == (
                 project.files,
                 project.status,
-            ):
-                project = current
-            else:
-                changed = True
-            projects[project.name] = project
-        changed = changed or len(projects) != len(old)
-        self._projects = projects
+            )
+            self._projects[project.name] = current if same and current else project
         self._deleted = dict(image.deleted)
         self._tombstoned = set(image.tombstoned)
         self._statuses = {status.project: status for status in image.statuses}
         self.deletions += len(image.deleted)  # as many as the Deletes it stands for
-        names = tuple(project.name for project in image.projects)
+        touched: dict[NormalizedName, dict[str, FileRecord]] = {}
+        for event in events:
+            self._apply_one(event, touched)
+        for name in touched.keys() & old.keys():
+            self._projects[name] = old[name]  # what `_commit` compares the result with
+        self._commit(touched)
+        names = tuple(sorted(self._projects))  # nearly sorted already: Timsort's fast case
         if names != self.listing.names:
             self.listing = Listing(names)
+        projects = self._projects.items()
+        changed = len(old) != len(projects) or any(p is not old.get(n) for n, p in projects)
         if changed:
             self.changed_at = time.time()
             self.generation += 1

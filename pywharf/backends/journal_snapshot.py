@@ -25,6 +25,8 @@ from functools import partial
 from typing import Any
 from typing import NamedTuple
 
+from packaging.utils import NormalizedName
+
 from pywharf.index import Event
 from pywharf.index import FileRecord
 from pywharf.index import Index
@@ -88,7 +90,7 @@ def decode(data: bytes) -> JournalSnapshot | None:
     try:
         with gc_paused():
             return _decode(_chunks(body))
-    except (ValueError, TypeError, EOFError, IndexError, StopIteration):
+    except (ValueError, TypeError, EOFError, IndexError, AttributeError, StopIteration):
         return None  # a checksum that matches a file we did not write: a bug, not a crash
 
 
@@ -109,7 +111,7 @@ def _decode(chunks: Iterator[memoryview]) -> JournalSnapshot | None:
     projects: list[Project] = []
     for chunk in chunks:
         projects.extend(map(_project, marshal.loads(chunk)))
-    if len(projects) != count or not isinstance(deleted, dict):
+    if len(projects) != count or not isinstance(deleted, dict) or len(prefix_sha256) != 32:
         return None
     image = IndexImage(tuple(projects), deleted, frozenset(tombstoned),
                        tuple(Status(*s) for s in statuses))  # fmt: skip
@@ -118,10 +120,10 @@ def _decode(chunks: Iterator[memoryview]) -> JournalSnapshot | None:
 
 def _project(plain: tuple[Any, ...]) -> Project:
     name, status, files = plain
-    if set(map(len, files)) != {_FIELDS}:  # a project holds one file at least
-        raise ValueError(f"a record of {name!r} has another width")
+    if not isinstance(name, str) or set(map(len, files)) != {_FIELDS}:  # one file at least
+        raise ValueError(f"project {name!r} is malformed")
     records = tuple(map(_new_record, files))
-    return Project(name, records, Status(*status) if status else None)
+    return Project(NormalizedName(name), records, Status(*status) if status else None)
 
 
 # tuple.__new__ with the fields already in order: FileRecord(*fields) costs several times more.

@@ -4,6 +4,8 @@ without the snapshot being used is no test of it."""
 
 from __future__ import annotations
 
+import hashlib
+import marshal
 import os
 import threading
 from collections.abc import Iterator
@@ -203,6 +205,45 @@ def test_no_single_flipped_bit_or_cut_is_loaded(cut: int, bit: int) -> None:
     whole = decode(data)
     assert whole is not None and whole[:2] == (123, b"h" * 32)
     assert image_state(whole.image) == image_state(image)
+
+
+def raw_snapshot(*values: Any) -> bytes:
+    """A snapshot file of these marshalled chunks, with a good tag and checksum."""
+    parts = []
+    for value in values:
+        chunk = marshal.dumps(value, 4)
+        parts += [len(chunk).to_bytes(4, "big"), chunk]
+    body = b"".join(parts)
+    return TAG + hashlib.sha256(body).digest() + body
+
+
+RECORD = tuple(record("aa", "1.0"))
+HEAD: tuple[Any, ...] = (0, b"h" * 32, 1, {}, (), ())
+PROJECTS = (("aa", None, (RECORD,)),)
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [HEAD, ((123, None, (RECORD,)),)],
+        [HEAD, (("aa", None, (RECORD[:5],)),)],
+        [HEAD, (("aa", None, ()),)],
+        [HEAD, (("aa", ("aa",), (RECORD,)),)],
+        [(0, b"short", 1, {}, (), ()), PROJECTS],
+        [(0, b"h" * 32, 2, {}, (), ()), PROJECTS],
+        [(0, b"h" * 32, 1, [], (), ()), PROJECTS],
+        [(0, b"h" * 32, 1, {}, ()), PROJECTS],
+        [HEAD],
+        [],
+    ],
+)
+def test_a_snapshot_whose_checksum_matches_but_whose_values_do_not_is_ignored(
+    chunks: list[Any],
+) -> None:
+    """What a buggy writer could leave: the loader checks shapes, never trusts them."""
+    good = decode(raw_snapshot(HEAD, PROJECTS))
+    assert good is not None and good.image.projects[0].files == (RECORD,)
+    assert decode(raw_snapshot(*chunks)) is None
 
 
 @pytest.mark.parametrize("how", ["rewritten", "same length", "longer", "truncated", "emptied"])

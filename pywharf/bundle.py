@@ -109,7 +109,7 @@ def _current(backend: Backend) -> Index:
     index = Index()
     update = backend.read_index(None)
     if update is not None:
-        index.replace_all(update.events)
+        index.replace_all(update.events, update.base)
     return index
 
 

@@ -231,7 +231,7 @@ class Repository(WebQueries):
             self._cursor = update.cursor
             self.index_mtime = update.mtime
             if update.replace:
-                return self.index.replace_all(update.events)
+                return self.index.replace_all(update.events, update.base)
             return self.index.apply(update.events)
 
     def store_early(self, arriving: ArrivingFile) -> EarlyStore | None:

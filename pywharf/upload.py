@@ -67,7 +67,7 @@ _RETIRED_ACTIONS = {"submit", "submit_pkg_info", "doc_upload", "remove_pkg", "fi
 _NOT_KEPT = {"content", "description", ":action", "protocol_version", "attestations"}
 _HEX = frozenset("0123456789abcdef")
 # What a repository offers to store a file while it arrives (`Repository.store_early`).
-StartEarly = Callable[[ArrivingFile], Optional[EarlyStore]]
+StartEarly = Callable[[ArrivingFile], Optional[EarlyStore]]  # a runtime alias: no `|` on 3.9
 
 
 class Spools:

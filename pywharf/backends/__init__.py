@@ -31,6 +31,7 @@ from pywharf.errors import ConfigError
 from pywharf.errors import DistributionExists
 from pywharf.index import Event
 from pywharf.index import FileRecord
+from pywharf.index import IndexImage
 
 __all__ = [
     "BACKEND_TYPES",
@@ -86,12 +87,14 @@ Download = Union[LocalFile, Redirect, Streamed]
 
 @dataclass(frozen=True)
 class IndexUpdate:
-    """Index events since a cursor; with `replace` they are the whole index."""
+    """Index events since a cursor; with `replace` they are the whole index (applied to
+    `base`, when the backend keeps a snapshot of what its first events replay to)."""
 
     events: tuple[Event, ...]
     replace: bool
     cursor: Any  # opaque to callers: handed back to the next `read_index`
     mtime: int  # when the backend's index last changed (seconds since the epoch)
+    base: IndexImage | None = None  # with `replace` only: `Index.replace_all(events, base)`
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterator
+from collections.abc import Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -113,10 +114,12 @@ def local_directory(path: Path, repository: str) -> Path:
     return path
 
 
-def write_atomically(path: Path, data: bytes, temporary_dir: Path) -> None:
-    """Write a leased temporary file, then `os.replace` it over `path` (atomic on POSIX)."""
+def write_atomically(path: Path, data: bytes | Sequence[bytes], temporary_dir: Path) -> None:
+    """Write a leased temporary file, then `os.replace` it over `path` (atomic on POSIX).
+    `data` may come in parts: a large document need not be joined into one more copy."""
     with leased_file(temporary_dir, "tmp") as (temporary, file):
-        write_all(file, data)
+        for part in (data,) if isinstance(data, bytes) else data:
+            write_all(file, part)
         os.replace(temporary, path)
 
 

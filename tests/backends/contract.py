@@ -113,7 +113,7 @@ def index_of(backend: Backend) -> Index:
     assert update is not None, "read_index(None) must always answer"
     assert update.replace, "read_index(None) is the whole index"
     index = Index()
-    index.apply(update.events)
+    index.replace_all(update.events, update.base)
     return index
 
 
@@ -492,9 +492,9 @@ class BackendContract:
         assert update is not None
         index = Index()
         if update.replace:
-            index.replace_all(update.events)
+            index.replace_all(update.events, update.base)
         else:
-            index.replace_all(cursor.events)
+            index.replace_all(cursor.events, cursor.base)
             index.apply(update.events)
         assert {r.filename for r in index.records()} == {
             dists["wheel"].name,

@@ -41,7 +41,7 @@ def records(root: Path) -> dict[str, FileRecord]:
         index = Index()
         update = backend.read_index(None)
         if update is not None:
-            index.replace_all(update.events)
+            index.replace_all(update.events, update.base)
         return {r.filename: r for r in index.records()}
     finally:
         backend.close()

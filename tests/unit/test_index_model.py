@@ -144,6 +144,29 @@ def test_replace_all_makes_the_index_hold_exactly_the_events() -> None:
     assert index.listing.names == ()
 
 
+def test_replace_all_from_an_image_keeps_unchanged_projects_and_applies_the_events() -> None:
+    """A reload from a journal snapshot: the image, then the events after it."""
+    source = Index([A1, B1])
+    source.apply([Delete("foo", A1.filename)])  # type: ignore[arg-type]
+    image = source.image()
+    index = Index([A2, B1])
+    foo, bar = index.project("foo"), index.project("bar")  # type: ignore[arg-type]
+    generation = index.generation
+    assert index.replace_all([Add(A2)], image) is False  # the same files: only a tombstone
+    assert (index.project("foo"), index.project("bar")) == (foo, bar)  # type: ignore[arg-type]
+    assert index.generation == generation  # so no page is rendered again
+    assert sorted(r.filename for r in index.records()) == [B1.filename, A2.filename]
+    assert index.deleted_sha256(A1.filename) == A1.sha256
+    assert index.holds("foo")  # type: ignore[arg-type]  # a tombstone makes the project ours
+    assert index.replace_all([], image) is True
+    assert list(index.listing.names) == ["bar"]
+    assert index.project("bar") is bar  # type: ignore[arg-type]  # unchanged: pages kept
+    assert index.replace_all([Add(A2)], image) is True
+    assert list(index.listing.names) == ["bar", "foo"]
+    assert index.replace_all([], Index().image()) is True
+    assert len(index) == 0 and not index.listing.names and index.pristine
+
+
 def test_replace_all_forgets_old_tombstones() -> None:
     index = Index([A1])
     index.apply([Delete("foo", A1.filename)])  # type: ignore[arg-type]

@@ -279,8 +279,8 @@ def large_file(pyz: Path, store: SeaweedFS, large: CorpusFile, report: Report, r
     through a fresh server (no local copy)."""
     bucket = new_bucket(store)
     weed = store.process.pid
-    # One PUT, as a client with the file would send it; and in parts, as the server does
-    # while a file arrives (EARLY_PART_BYTES).
+    # One PUT, as a client with the file would send it; and in parts of the size the server
+    # sends while a file arrives (EARLY_PART_BYTES), one at a time (`put_file`'s way).
     client = S3Client(bucket.location(), bucket.server.credentials, multipart_threshold=2**62)
     multipart = S3Client(
         bucket.location(), bucket.server.credentials, multipart_threshold=1,
@@ -375,7 +375,7 @@ def report_large(
         f"{mb / put:.0f} MB/s",
     )
     report.add(
-        f"direct multipart PUT, {EARLY_PART_BYTES // MiB} MiB parts as the server sends them "
+        f"direct multipart PUT, {EARLY_PART_BYTES // MiB} MiB parts one at a time "
         f"({cpu(multiparts)})",
         f"{mb / median_seconds(multiparts):.0f} MB/s",
     )

@@ -124,8 +124,14 @@ def put_upload(path: str, auth: str | None = None) -> UploadRequest:
     return UploadRequest("PUT", path, headers)
 
 
-def _send(conn: http.client.HTTPConnection, request: UploadRequest, file: CorpusFile) -> int:
-    """Send one upload, the file through sendfile when large; return the status."""
+def _send(
+    conn: http.client.HTTPConnection,
+    request: UploadRequest,
+    file: CorpusFile,
+    sent: Callable[[], None] | None = None,
+) -> int:
+    """Send one upload, the file through sendfile when large; return the status. `sent` is
+    called once the body's last byte is written, before the answer is awaited."""
     length = len(request.head) + file.size + len(request.tail)
     headers = {**request.headers, "Content-Length": str(length)}
     if file.size < SMALL_FILE_BYTES:
@@ -140,6 +146,8 @@ def _send(conn: http.client.HTTPConnection, request: UploadRequest, file: Corpus
             assert conn.sock is not None
             conn.sock.sendfile(stream)
         conn.send(request.tail)
+    if sent is not None:
+        sent()
     response = conn.getresponse()
     response.read()
     return response.status
@@ -243,6 +251,7 @@ class TransferResult:
     status: int
     seconds: float
     size: int
+    sent_seconds: float = 0.0  # an upload: when its body's last byte was written
 
     @property
     def mb_per_second(self) -> float:
@@ -253,10 +262,14 @@ def upload_one_large(
     endpoint: Endpoint, request: UploadRequest, file: CorpusFile
 ) -> TransferResult:
     conn = endpoint.connect()
+    sent: list[float] = []
     try:
         started = time.monotonic()
-        status = _send_or_fail(conn, request, file)
-        return TransferResult(status, time.monotonic() - started, file.size)
+        status = _send(conn, request, file, lambda: sent.append(time.monotonic()))
+        ended = time.monotonic()
+        return TransferResult(status, ended - started, file.size, (sent or [ended])[0] - started)
+    except (OSError, http.client.HTTPException):
+        return TransferResult(0, time.monotonic() - started, file.size)
     finally:
         conn.close()
 
@@ -323,9 +336,13 @@ def _lua_string(text: str) -> str:
     return json.dumps(text)  # a JSON string of ASCII text is a valid Lua string literal
 
 
-def wrk_script(paths: Sequence[str], headers: dict[str, str]) -> str:
-    """A wrk Lua script: one fixed path, or a random pick among `paths` per request."""
+def wrk_script(paths: Sequence[str], headers: dict[str, str], pause_ms: int = 0) -> str:
+    """A wrk Lua script: one fixed path, or a random pick among `paths` per request; with
+    `pause_ms`, each connection waits that long after an answer (wrk's `delay` hook), so `c`
+    connections offer at most c / pause requests per second whatever the server's speed."""
     lines = [f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()]
+    if pause_ms:
+        lines.append(f"delay = function() return {int(pause_ms)} end")
     if len(paths) == 1:
         lines.append(f"wrk.path = {_lua_string(paths[0])}")
     else:
@@ -359,10 +376,12 @@ def run_wrk(
     threads: int,
     connections: int,
     script_dir: Path,
+    pause_ms: int = 0,
 ) -> WrkResult:
-    """`wrk -t -c -d` against `paths`; requests still queued after `seconds` are dropped."""
+    """`wrk -t -c -d` against `paths`; requests still queued after `seconds` are dropped.
+    `pause_ms`: a pause after each answer, per connection (see `wrk_script`)."""
     script = script_dir / "bench.lua"
-    script.write_text(wrk_script(paths, headers))
+    script.write_text(wrk_script(paths, headers, pause_ms))
     timeout = max(10, math.ceil(seconds) * 2)
     # wrk reads durations as whole seconds ("5.0s" is rejected).
     argv = [

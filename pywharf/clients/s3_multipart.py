@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+from collections import deque
 from collections.abc import Iterator
 from collections.abc import Mapping
+from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
@@ -24,11 +27,16 @@ from pywharf.clients.s3_core import parse_xml
 from pywharf.clients.s3_core import xml_children
 from pywharf.clients.s3_core import xml_text
 
-__all__ = ["EARLY_PART_BYTES", "GrowingUpload", "MultipartCalls"]
+__all__ = ["EARLY_PARTS_IN_FLIGHT", "EARLY_PART_BYTES", "GrowingUpload", "MultipartCalls"]
 
 # Parts of a file still arriving: smaller than `PART_BYTES`, so less is left to send once the
 # last byte arrived (16 MiB at 100 MB/s: 0.16 s after the body, against 0.6 s with 64 MiB).
 EARLY_PART_BYTES = 16 * 1024**2
+# Parts of a growing upload sent at once. One at a time, the store idles between a part's last
+# byte and its answer (SeaweedFS, 1 GiB in 16 MiB parts, 5 interleaved pairs on 2 shared cores:
+# one at a time 47 to 91 MB/s, median 72; three at once 72 to 120, median 88, never slower).
+# Each streams from the file: no part is held in memory.
+EARLY_PARTS_IN_FLIGHT = 3
 
 
 class MultipartCalls(S3Core):
@@ -142,7 +150,8 @@ class GrowingUpload:
     """A multipart upload fed from a file that is still being written.
 
     The writer reports each new size with `grew`, and the end with `ended`; a thread sends
-    every whole part as soon as the file holds it, and the rest once it ended. `complete`
+    every whole part as soon as the file holds it (`EARLY_PARTS_IN_FLIGHT` at once), and the
+    rest once it ended. `complete`
     waits for the parts and completes the upload (with `conditional` headers such as
     `If-None-Match: *`); `abort` drops it. Exactly one of the two is final: after either, the
     store holds no part of this upload (unless the abort itself failed: an orphan, for
@@ -212,29 +221,43 @@ class GrowingUpload:
         if self._upload_id:
             self._client.abort_multipart(self.key, self._upload_id)
 
-    def _next(self, offset: int) -> int | None:
-        """The length of the next part from `offset`, once the file holds it (None: done)."""
+    def _next(self, offset: int, parts: int) -> int | None:
+        """The length of the next part from `offset`, once the file holds it (None: done);
+        `parts` were sent or are being sent."""
         with self._changed:
             while not self._stopped:
                 left = self._size - offset
                 if left >= self._part_size:
                     return self._part_size
                 if self._ended:  # the last part; an empty file is one empty part
-                    return left if left or not self._etags else None
+                    return left if left or not parts else None
                 self._changed.wait()
             return None
 
     def _run(self) -> None:
         try:
             self._upload_id = self._client._begin(self.key, self._headers)
-            offset = 0
-            with self._path.open("rb") as file:
-                while (length := self._next(offset)) is not None:
-                    number = len(self._etags) + 1
-                    etag = self._client._send_part(
-                        self.key, self._upload_id, number, file, offset, length
-                    )
-                    self._etags.append(etag)
-                    offset += length
+            # Leaving the `with` waits for the parts in flight, also on failure: an abort
+            # after this thread ended finds no part still arriving at the store.
+            with ThreadPoolExecutor(EARLY_PARTS_IN_FLIGHT, "s3-early-part") as pool:
+                self._send_all(pool)
         except BaseException as error:  # handed to `complete`, on the caller's thread
             self._failure = error
+
+    def _send_all(self, pool: ThreadPoolExecutor) -> None:
+        """Each whole part as soon as the file holds it, at most EARLY_PARTS_IN_FLIGHT at once;
+        the ETags kept in part order."""
+        in_flight: deque[Future[str]] = deque()
+        offset = parts = 0
+        while (length := self._next(offset, parts)) is not None:
+            if len(in_flight) == EARLY_PARTS_IN_FLIGHT:
+                self._etags.append(in_flight.popleft().result())
+            parts += 1
+            in_flight.append(pool.submit(self._send_part, parts, offset, length))
+            offset += length
+        while in_flight:
+            self._etags.append(in_flight.popleft().result())
+
+    def _send_part(self, number: int, offset: int, length: int) -> str:
+        with self._path.open("rb") as file:  # its own: parts are read at once
+            return self._client._send_part(self.key, self._upload_id, number, file, offset, length)

@@ -89,6 +89,12 @@ def test_wrk_script_is_static_for_one_path_and_random_for_many() -> None:
     many = wrk_script(["/simple/a/", "/simple/b/"], auth)
     assert 'local paths = {"/simple/a/","/simple/b/"}' in many and "math.random" in many
     assert 'wrk.headers["Authorization"] = "Basic YmVuY2g6cg=="' in many
+    assert "delay" not in many
+
+
+def test_wrk_script_paces_each_connection_when_asked() -> None:
+    paced = wrk_script(["/simple/a/", "/simple/b/"], {}, pause_ms=32)
+    assert "delay = function() return 32 end" in paced and "math.random" in paced
 
 
 def test_parse_wrk_output_reads_the_done_hook_line() -> None:

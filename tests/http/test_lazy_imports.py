@@ -2,7 +2,7 @@
 
 urllib3 (with the clients built on it) and tarfile are for the S3 and GitHub backends, the
 upstream cache, trusted publishing and the bundle commands: importing them anyway cost every
-server about 2.5 MiB of RSS and a tenth of its start-up. A fresh interpreter is needed, since
+server about 2.5 MiB of RSS and a fifth of its imports' time. A fresh interpreter is needed, since
 this one has imported them for other tests.
 """
 

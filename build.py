@@ -98,6 +98,11 @@ def build(output: Path) -> None:
             "--compressed",
             "--reproducible",
             "--no-modify",
+            # Compile the bytecode once, when the first start extracts the zipapp: without it
+            # every start compiles every module again wherever bytecode is not written
+            # (PYTHONDONTWRITEBYTECODE, a read-only SHIV_ROOT), 0.42 s of CPU instead of 0.28 s
+            # to the first answer with 20,000 files (issue 16).
+            "--compile-pyc",
         ],
         check=True,
         env=pip_env(),

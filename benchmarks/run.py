@@ -216,11 +216,16 @@ def run(args: argparse.Namespace) -> dict[str, Measurement]:
     measurements = {}
     for name in args.servers:
         print(f"== {name}")
-        started = time.monotonic()
+        started, load_before = time.monotonic(), os.getloadavg()[0]
         result = measure(
             make_server(name, args), work, settings, corpus, large, growth_corpus, args.growth
         )
         add_growth_ratio(result.figures, args.growth)
+        # The machine is shared: how busy it was says how far to trust the rates.
+        result.figures["load_1m_start"], result.figures["load_1m_end"] = (
+            load_before,
+            os.getloadavg()[0],
+        )
         measurements[name] = result
         print(f"== {name}: {time.monotonic() - started:.0f} s")
     return measurements
@@ -260,6 +265,14 @@ def markdown_report(
         "",
         "Ratios are pywharf's figure over the peer's. Server CPU per request is the "
         "figure to compare on a noisy machine.",
+        "",
+        "Load average (1 min) while each server was measured, start -> end: "
+        + ", ".join(
+            f"{name} {m.figures['load_1m_start']:.1f} -> {m.figures['load_1m_end']:.1f}"
+            for name, m in measurements.items()
+            if "load_1m_start" in m.figures
+        )
+        + ".",
         "",
         render_markdown(rows, servers),
     ]

@@ -61,6 +61,12 @@ class AuthCache:
     for backends whose check is free): a stream of distinct wrong secrets can neither grow
     memory nor hammer a backend such as GitHub. Over the bound a check waits its turn, up to
     `MAX_CHECK_WAIT_SECONDS`, then gets a 503: never a 401 for a token nobody checked.
+
+    A hit, on every request, takes no lock: a dict lookup is atomic and an entry is immutable.
+    (Under 64 connections the lock, and an LRU reorder under it, were contended: a thread that
+    lost the GIL while holding it stalled the others.) So entries are dropped oldest-checked
+    first, not least recently used: with one expiry per kind, the oldest is the next to expire
+    anyway. Wrong secrets are kept apart, so a flood of them never evicts a valid one.
     """
 
     def __init__(
@@ -76,9 +82,10 @@ class AuthCache:
         self._rate = checks_per_second
         self._clock = clock
         self._sleep = sleep
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._entries: dict[bytes, _Entry] = {}  # granted; in the order they were checked
+        self._refused: dict[bytes, _Entry] = {}  # Permission.NONE; the same
         self._tokens = (checks_per_second or 0.0, clock())  # (tokens, updated)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # writers only
 
     def permission(
         self, secret: str, needed: Permission, check: Callable[[str], Permission]
@@ -86,38 +93,29 @@ class AuthCache:
         """The permission of `secret`, from the cache or from `check` (the backend)."""
         key = hashlib.sha256(secret.encode()).digest()
         now = self._clock()
-        with self._lock:
-            cached = self._fresh(key, needed, now)
-        if cached is not None:
-            return cached
+        entry = self._entries.get(key) or self._refused.get(key)
+        if entry is not None and now - entry.checked_at < self._expiry(entry, needed):
+            return entry.permission
         self._wait_for_turn(now)
         granted = check(secret)
         with self._lock:
-            self._entries[key] = _Entry(granted, now)
-            self._entries.move_to_end(key)
-            while len(self._entries) > MAX_ENTRIES:
-                self._entries.popitem(last=False)
+            kept = self._refused if granted is Permission.NONE else self._entries
+            self._entries.pop(key, None)  # re-inserted last: the order stays by check time
+            self._refused.pop(key, None)
+            kept[key] = _Entry(granted, now)
+            while len(kept) > MAX_ENTRIES:
+                del kept[next(iter(kept))]
         return granted
 
     def clear(self) -> None:
         with self._lock:
-            self._entries.clear()
+            self._entries = {}
+            self._refused = {}
 
-    def _fresh(self, key: bytes, needed: Permission, now: float) -> Permission | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        age = now - entry.checked_at
+    def _expiry(self, entry: _Entry, needed: Permission) -> float:
         if entry.permission is Permission.NONE:
-            limit = NEGATIVE_TTL_SECONDS
-        elif needed is Permission.WRITE:
-            limit = self._write_expires
-        else:
-            limit = self._read_expires
-        if age >= limit:
-            return None
-        self._entries.move_to_end(key)
-        return entry.permission
+            return NEGATIVE_TTL_SECONDS
+        return self._write_expires if needed is Permission.WRITE else self._read_expires
 
     def _wait_for_turn(self, now: float) -> None:
         """A token bucket that queues: a check reserves the next token and waits for it."""

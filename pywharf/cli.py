@@ -23,9 +23,6 @@ from pywharf.audit import AuditLog
 from pywharf.backends import Backend
 from pywharf.backends import backend_settings
 from pywharf.backends import create_backend
-from pywharf.bundle import Progress
-from pywharf.bundle import export_bundle
-from pywharf.bundle import import_source
 from pywharf.config import parse_repositories
 from pywharf.dists import NormalizedName
 from pywharf.dists import canonicalize_name
@@ -251,6 +248,9 @@ def _since(text: str) -> float | None:
 
 
 def run_export(options: ExportOptions) -> int:
+    from pywharf.bundle import Progress  # tarfile: only the bundle commands need it
+    from pywharf.bundle import export_bundle
+
     since = _since(options.since)
     globs = tuple(g.strip() for g in options.projects.split(",") if g.strip())
     backend, _ = _backend_from_flags(options)
@@ -263,6 +263,8 @@ def run_export(options: ExportOptions) -> int:
 
 
 def run_import(options: ImportOptions) -> int:
+    from pywharf.bundle import import_source
+
     backend, _ = _backend_from_flags(options)
     try:
         report = import_source(backend, Path(options.source))
@@ -274,7 +276,8 @@ def run_import(options: ImportOptions) -> int:
 
 
 # command -> "module:function", imported when run: the GitHub commands bring urllib3 and ssl,
-# which would cost every server several MiB of memory it never uses.
+# which would cost every server several MiB of memory it never uses (so, for the same reason,
+# do the upstream and OIDC clients, made only when configured or used, and the bundles' tarfile).
 RUNNERS = {
     "server": "pywharf.cli:run_server",
     "update_index": "pywharf.cli:run_update_index",

@@ -42,6 +42,9 @@ def site_config(listen: str, upstreams: Sequence[str]) -> str:
     return f"""\
 upstream pywharf {{
 {servers}    keepalive 32;                       # reused connections to the servers
+    # pywharf closes idle connections after 30 s, so nginx must drop its pooled upstream
+    # connections first, or a POST reused on a just-closed connection can get a 502.
+    keepalive_timeout 20s;
 }}
 
 server {{

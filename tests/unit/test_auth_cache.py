@@ -71,7 +71,39 @@ def test_a_stream_of_distinct_wrong_secrets_neither_grows_memory_nor_hammers_the
         cache.permission(f"guess-{n}", Permission.READ, backend.authorize)
     seconds = clock.now - 1000.0
     assert backend.calls <= 5 * seconds + 5  # the rate bound, not the attempt rate
-    assert len(cache._entries) <= auth.MAX_ENTRIES
+    assert len(cache._refused) <= auth.MAX_ENTRIES
+
+
+def test_a_flood_of_wrong_secrets_never_evicts_a_valid_one() -> None:
+    clock, backend = Clock(), Backend()
+    cache = AuthCache(3600, 300, clock=clock)
+    assert cache.permission("reader", Permission.READ, backend.authorize) is Permission.READ
+    for n in range(2 * auth.MAX_ENTRIES):
+        cache.permission(f"guess-{n}", Permission.READ, backend.authorize)
+    calls = backend.calls
+    assert cache.permission("reader", Permission.READ, backend.authorize) is Permission.READ
+    assert backend.calls == calls  # still cached
+
+
+def test_the_oldest_check_is_dropped_first_and_a_recheck_moves_to_the_end() -> None:
+    clock, checked = Clock(), []
+
+    def check(secret: str) -> Permission:
+        checked.append(secret)
+        return Permission.WRITE
+
+    cache = AuthCache(3600, 300, clock=clock)
+    secrets = [f"writer-{n}" for n in range(auth.MAX_ENTRIES)]
+    for secret in secrets:
+        cache.permission(secret, Permission.READ, check)
+    clock.now += 301  # the first one's write check is due again: it is re-inserted last
+    cache.permission(secrets[0], Permission.WRITE, check)
+    cache.permission("one-more", Permission.READ, check)  # over the bound
+    assert len(cache._entries) == auth.MAX_ENTRIES
+    checked.clear()
+    cache.permission(secrets[0], Permission.READ, check)  # kept
+    cache.permission(secrets[1], Permission.READ, check)  # dropped: checked again
+    assert checked == [secrets[1]]
 
 
 def test_checks_queued_beyond_the_longest_wait_get_a_503_with_retry_after() -> None:

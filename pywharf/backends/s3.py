@@ -5,9 +5,10 @@ event log plus snapshots. Both avoid a global lock, but the log needs a compacti
 (who writes the snapshot, when old events may go, how a reader that fell behind a compaction
 recovers), and its readers still list the new events' keys; the manifests need none of that.
 A project's manifest is small (about 200 bytes per file), only writers of the same project
-contend, one LIST of `index/` tells a reader which manifests changed (an idle sync is one
-request), and start-up reads one object per project whatever the history. The measured peers
-and stores behind this choice: ../shared/reference/s3-storage.md.
+contend, one LIST of `index/` tells a reader which manifests changed and whether the token
+document beside them did (an idle sync is one request), and start-up reads one object per
+project whatever the history. The measured peers and stores behind this choice:
+../shared/reference/s3-storage.md.
 
 An upload: GET the manifest (an identical re-upload ends here: 200 with the stored record);
 PUT the file with `If-None-Match: *`, its sha256 and record in `x-amz-meta-*`; PUT the wheel's
@@ -410,19 +411,14 @@ class S3Backend:
     # --- tokens ----------------------------------------------------------------------------
 
     def read_tokens(self) -> bytes:
+        """Answered from the copy held when the last sync's LIST showed it unchanged."""
         with s3_errors(self.name):
-            return self._index.read_document(self._layout.tokens)[0]
+            return self._index.read_tokens()
 
     def update_tokens(self, change: Callable[[bytes], bytes]) -> None:
         """By compare-and-swap, as the manifests: every server sees it at its next sync."""
-        key = self._layout.tokens
         with s3_errors(self.name):
-            self._index.swap(
-                key,
-                "the token document",
-                lambda: self._index.read_document(key),
-                lambda data: (change(data), None),
-            )
+            self._index.update_tokens(change)
 
     def close(self) -> None:
         self._client.close()

@@ -7,6 +7,8 @@ touch the same project; nothing is locked.
 
 Readers: one ListObjectsV2 of `index/` gives every manifest's ETag (one request per 1,000
 projects), so an idle sync costs one request, and only manifests whose ETag changed are fetched.
+The same LIST carries the token document's ETag (`ListedDocument`): it is fetched only when that
+changed, rather than by a GET each sync (two requests per idle sync, issue 11).
 Start-up reads one manifest per project, however many uploads, yanks and deletes came before.
 Client errors pass through: the backend maps them at its edge.
 """
@@ -14,6 +16,7 @@ Client errors pass through: the backend maps them at its edge.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -33,7 +36,7 @@ from pywharf.clients.errors import ResourceNotFound
 from pywharf.clients.s3 import S3Client
 from pywharf.errors import ContentConflict
 
-__all__ = ["CAS_ATTEMPTS", "ManifestStore", "Snapshot"]
+__all__ = ["CAS_ATTEMPTS", "ListedDocument", "ManifestStore", "Snapshot"]
 
 CAS_ATTEMPTS = 25  # a lost race costs a GET and a PUT; jittered pauses spread the writers
 CAS_PAUSE = 0.02  # seconds: the first pause's ceiling, doubled per lost race...
@@ -50,8 +53,65 @@ class Snapshot:
     manifests: Mapping[str, tuple[str, Manifest]]
 
 
+def get_document(client: S3Client, key: str) -> tuple[bytes, str]:
+    """A small JSON object and its ETag; b"" and "" when it does not exist yet."""
+    try:
+        found = client.get(key)
+    except ResourceNotFound:
+        return b"", ""
+    assert found is not None  # no If-None-Match was sent, so no 304
+    return found.data, found.info.etag
+
+
+class ListedDocument:
+    """A small object under `index/`, read again only when a LIST shows another ETag.
+
+    `read` trusts the copy it holds only when the LIST just before it showed that copy's
+    ETag; without a LIST since the last read (the commands, another caller) it GETs, so it is
+    never staler than the caller's own last LIST. A write remembers what it wrote, so the next
+    LIST showing it costs nothing; a write over the ETag just listed stands for that LIST (the
+    last uses a sync stores, then reads). The copy is always an (ETag, bytes) pair that existed.
+    """
+
+    def __init__(self, client: S3Client, key: str) -> None:
+        self.key = key
+        self._client = client
+        self._lock = threading.Lock()
+        self._known = ("", b"")  # ETag ("": no object) and bytes of the last read or write
+        self._listed: str | None = None  # the ETag the last LIST showed, until a read
+
+    def listed(self, etag: str) -> None:
+        """What a LIST of `index/` showed ("": no such object)."""
+        with self._lock:
+            self._listed = etag
+
+    def remember(self, etag: str, data: bytes) -> None:
+        with self._lock:
+            self._known = (etag, data)
+
+    def wrote(self, over: str, etag: str, data: bytes) -> None:
+        """Written by compare-and-swap over the ETag `over` ("": created)."""
+        with self._lock:
+            self._known = (etag, data)
+            if self._listed == over:
+                self._listed = etag
+
+    def read(self) -> bytes:
+        with self._lock:
+            listed, self._listed = self._listed, None
+            etag, data = self._known
+        if listed is not None and listed == etag:
+            return data
+        data, etag = self.fetch()
+        self.remember(etag, data)
+        return data
+
+    def fetch(self) -> tuple[bytes, str]:
+        return get_document(self._client, self.key)
+
+
 class ManifestStore:
-    """The manifests of one repository in its bucket."""
+    """The manifests of one repository in its bucket, and its token document beside them."""
 
     def __init__(
         self,
@@ -65,30 +125,36 @@ class ManifestStore:
         self._layout = layout
         self._sleep = sleep
         self._jitter = jitter
+        self._tokens = ListedDocument(client, layout.tokens)
 
     def listing(self) -> dict[str, tuple[str, float]]:
         """Every manifest's project, ETag and last change: one LIST request per 1,000."""
         found = {}
+        tokens = ""
         for item in self._client.list(self._layout.index):
             project = self._layout.project_of_manifest(item.key)
             if project is not None:
                 found[project] = (item.etag, item.last_modified)
+            elif item.key == self._tokens.key:
+                tokens = item.etag
+        self._tokens.listed(tokens)
         return found
+
+    def read_tokens(self) -> bytes:
+        """The token document (b"": none yet); a GET only when the last LIST saw it change."""
+        return self._tokens.read()
+
+    def update_tokens(self, change: Callable[[bytes], bytes]) -> None:
+        """By compare-and-swap, as the manifests: every server sees it at its next sync."""
+        tokens = self._tokens
+        self.swap(tokens.key, "the token document", tokens.fetch,
+                  lambda data: (change(data), None), written=tokens.wrote)  # fmt: skip
 
     def read(self, project: str) -> tuple[Manifest, str]:
         """The manifest and its ETag; an empty one and "" when the project has none yet."""
-        data, etag = self.read_document(self._layout.manifest(project))
+        data, etag = get_document(self._client, self._layout.manifest(project))
         manifest = Manifest.from_bytes(data, project) if etag else Manifest(NormalizedName(project))
         return manifest, etag
-
-    def read_document(self, key: str) -> tuple[bytes, str]:
-        """A small JSON object and its ETag; b"" and "" when it does not exist yet."""
-        try:
-            found = self._client.get(key)
-        except ResourceNotFound:
-            return b"", ""
-        assert found is not None  # no If-None-Match was sent, so no 304
-        return found.data, found.info.etag
 
     def update(
         self,
@@ -116,9 +182,11 @@ class ManifestStore:
         read: Callable[[], tuple[D, str]],
         change: Callable[[D], tuple[bytes | None, T]],
         first: tuple[D, str] | None = None,
+        written: Callable[[str, str, bytes], None] | None = None,
     ) -> T:
         """Compare-and-swap of one object: read it, `change` it (None: nothing to write),
-        write it only over the ETag read (`If-Match`, or `If-None-Match: *` when new)."""
+        write it only over the ETag read (`If-Match`, or `If-None-Match: *` when new).
+        `written` is told the ETag written over, the new one and the bytes."""
         for attempt in range(CAS_ATTEMPTS):
             document, etag = first if first is not None else read()
             first = None
@@ -126,13 +194,15 @@ class ManifestStore:
             if data is None:
                 return result
             try:
-                self._client.put(
+                new_etag = self._client.put(
                     key, data, create_only=not etag, if_match=etag,
                     content_type="application/json",
                 )  # fmt: skip
             except (Conflict, ResourceNotFound):  # lost the race (see the module docstring)
                 self._sleep(self._jitter(0, min(CAS_PAUSE * 2**attempt, CAS_PAUSE_MAX)))
                 continue
+            if written is not None and new_etag:
+                written(etag, new_etag, data)
             return result
         raise ContentConflict(f"{what} kept changing: {CAS_ATTEMPTS} writes lost the race")
 

@@ -3,11 +3,13 @@
     <prefix>files/<project>/<filename>            the file, written once (If-None-Match: *)
     <prefix>files/<project>/<filename>.metadata   PEP 658 METADATA of a wheel, written once
     <prefix>index/<project>.json                  the project's manifest: records + tombstones
+    <prefix>index/.tokens                         the token document (hashes, never tokens)
 
 A file's object carries its record in `x-amz-meta-*` headers (`object_metadata`), so a file
 stored whose manifest entry was never written can be indexed from one HEAD (`record_from_head`):
 by an upload retry, by another upload of the name (which then answers a visible 409), or by
-`update_index`.
+`update_index`. The token document sits under `index/` so that the LIST of each sync carries its
+ETag too (an idle sync stays one request); no manifest name can be `.tokens` (not `.json`).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class Layout:
     @property
     def tokens(self) -> str:
         """The repository's token document (`pywharf.tokens`: hashes, never tokens)."""
-        return f"{self.root}tokens.json"
+        return f"{self.index}.tokens"
 
     def file(self, project: str, filename: str) -> str:
         return f"{self.files}{project}/{filename}"
@@ -94,8 +96,9 @@ class Layout:
         return f"{self.index}{project}.json"
 
     def project_of_manifest(self, key: str) -> str | None:
+        """The project whose manifest `key` is; None for any other key (the token document)."""
         name = key.removeprefix(self.index)
-        if name == key or "/" in name or not name.endswith(".json"):
+        if name == key or "/" in name or not name.endswith(".json") or key == self.tokens:
             return None
         return name.removesuffix(".json") or None
 

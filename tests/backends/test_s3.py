@@ -25,6 +25,7 @@ from s3_support import free_ports
 from support import READ
 from support import WRITE
 
+from pywharf.auth import Permission
 from pywharf.backends import Backend
 from pywharf.backends import Redirect
 from pywharf.backends import backend_settings
@@ -43,6 +44,10 @@ from pywharf.errors import StorageNotFound
 from pywharf.errors import StorageUnavailable
 from pywharf.index import Delete
 from pywharf.index import FileRecord
+from pywharf.repository import Repository
+from pywharf.tokens import new_token
+from pywharf.tokens import with_token
+from pywharf.tokens import without_token
 
 PREFIX = "team/pkgs"
 
@@ -210,6 +215,82 @@ def test_the_manifest_is_a_small_json_document_under_the_prefix(
     assert document["files"] == [record.to_json()]
     assert head.metadata["sha256"] == record.sha256
     assert head.metadata == object_metadata(record)
+
+
+def create_token(backend: S3Backend, label: str) -> str:
+    token, record = new_token(label, frozenset({"read"}), None, None, 0.0)
+    backend.update_tokens(lambda document: with_token(document, record))
+    return token
+
+
+def test_an_idle_sync_is_one_request_with_tokens_and_manifests(
+    one: S3Backend, seaweedfs: S3Bucket, tmp_path: Path, wheels: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    repository = Repository(one, 3600, 300)
+    counter = Counter(one, monkeypatch)
+    repository.sync()
+    assert counter.take() == ["GET"]  # empty bucket: the LIST shows no token document either
+    put(one, wheels[0])
+    token = create_token(one, "ci")
+    counter.take()
+    repository.sync()  # our own token write is known: only the changed manifest is fetched
+    assert counter.take() == ["GET", "GET"] and len(repository.tokens.by_id) == 1
+    for _ in range(3):
+        repository.sync()
+        assert counter.take() == ["GET"]  # issue 11: one LIST per idle sync, nothing else
+    assert repository.grant(token, Permission.READ) is not None
+    repository.sync()  # the last use is stored (GET + PUT), and what was written is known
+    assert counter.take() == ["GET", "GET", "PUT"]
+    repository.sync()
+    assert counter.take() == ["GET"]
+    again = new_backend(seaweedfs, tmp_path / "again")
+    restarted = Repository(again, 3600, 300)
+    counter = Counter(again, monkeypatch)
+    restarted.sync()
+    assert counter.take() == ["GET"] * 3  # start-up: LIST, the manifest, the token document
+    restarted.sync()
+    assert counter.take() == ["GET"]
+    again.close()
+
+
+def test_a_token_made_or_revoked_through_another_server_is_seen_at_the_next_sync(
+    one: S3Backend, seaweedfs: S3Bucket, tmp_path: Path
+) -> None:
+    other = new_backend(seaweedfs, tmp_path / "other")
+    try:
+        repository = Repository(one, 3600, 300)
+        repository.sync()
+        repository.sync()  # idle: the token document is held as the LIST last showed it
+        token = create_token(other, "ci")
+        assert repository.grant(token, Permission.READ) is None
+        repository.sync()
+        assert repository.grant(token, Permission.READ) is not None
+        repository.sync()
+        other.update_tokens(lambda document: without_token(document, "ci"))
+        repository.sync()
+        assert repository.grant(token, Permission.READ) is None
+        assert create_token(one, "cd") and one.read_tokens() == other.read_tokens()
+    finally:
+        other.close()
+
+
+def test_the_token_document_is_under_index_and_no_manifest(
+    one: S3Backend, seaweedfs: S3Bucket, wheels: list[Path]
+) -> None:
+    put(one, wheels[0])
+    create_token(one, "ci")
+    layout = Layout(PREFIX)
+    assert layout.tokens == f"{PREFIX}/index/.tokens"
+    assert layout.project_of_manifest(layout.tokens) is None
+    with contextlib.closing(raw_client(seaweedfs)) as client:
+        before = client.get(layout.tokens)
+        report = one.rebuild_index()  # update_index neither lists it nor removes it
+        after = client.get(layout.tokens)
+    assert before is not None and after is not None and after.data == before.data
+    assert not report.repaired
+    assert set(one._index.listing()) == {"proj-0"}
+    assert not report.added and not report.removed and report.total == 1
 
 
 def cut_off_before_listing(backend: S3Backend, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -155,6 +155,36 @@ def test_two_servers_on_one_bucket_see_each_others_uploads(
         stop(second)
 
 
+def test_a_token_made_and_revoked_by_the_command_reaches_both_servers(
+    pyz: Path, s3_pyz_server: ServerProcess, seaweedfs: S3Bucket, tmp_path: Path
+) -> None:
+    second = start_s3_pyz(
+        pyz, tmp_path / "second", s3_config(seaweedfs), s3_admin_secret(seaweedfs)
+    )
+    flags = [
+        "--bucket", seaweedfs.bucket, "--endpoint_url", seaweedfs.endpoint_url,
+        "--region", seaweedfs.region, "--root", str(tmp_path / "command-root"),
+        "--secret", f"{seaweedfs.access_key}:{seaweedfs.secret_key}",
+    ]  # fmt: skip
+    servers = (s3_pyz_server.live, second.live)
+
+    def answers(status: int) -> bool | None:
+        seen = {live.request("GET", "/simple/", auth=("local", token))[0] for live in servers}
+        return True if seen == {status} else None
+
+    try:
+        created = run_pyz(pyz, "token", "create", "s3", "local", "--label", "ci", "--can",
+                          "read", *flags)  # fmt: skip
+        assert created.returncode == 0, output(created)
+        token = created.stdout.splitlines()[-1]
+        poll(lambda: answers(200), "both servers to load the token at their sync")
+        revoked = run_pyz(pyz, "token", "revoke", "s3", "local", "ci", *flags)
+        assert revoked.returncode == 0, output(revoked)
+        poll(lambda: answers(401), "both servers to drop the token at their sync")
+    finally:
+        stop(second)
+
+
 def _fetched(live: Live, path: str) -> bytes:
     """A file's bytes from `live`, following a presigned redirect without our credentials."""
     status, headers, data = live.request("GET", path)

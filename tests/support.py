@@ -305,8 +305,11 @@ def uv_publish(
 T = TypeVar("T")
 
 
-def poll(check: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
-    """Call `check` until it returns something other than None; fail after `timeout` seconds."""
+def poll(
+    check: Callable[[], T | None], what: str, timeout: float = 10.0, interval: float = 0.05
+) -> T:
+    """Call `check` every `interval` seconds until it returns something other than None; fail
+    after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -314,7 +317,7 @@ def poll(check: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(interval)
 
 
 # --- the simple API's two forms, checked against the spec ----------------------------------------

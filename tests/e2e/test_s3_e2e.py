@@ -177,10 +177,13 @@ def test_a_token_made_and_revoked_by_the_command_reaches_both_servers(
                           "read", *flags)  # fmt: skip
         assert created.returncode == 0, output(created)
         token = created.stdout.splitlines()[-1]
-        poll(lambda: answers(200), "both servers to load the token at their sync")
+        # Each 401 until a server's sync counts as a failed login, and 20 of them slow this
+        # address to one try a second (auth.FailureThrottle): probe twice a second, with room
+        # for a loaded machine's late syncs.
+        poll(lambda: answers(200), "both servers to load the token", timeout=60, interval=0.5)
         revoked = run_pyz(pyz, "token", "revoke", "s3", "local", "ci", *flags)
         assert revoked.returncode == 0, output(revoked)
-        poll(lambda: answers(401), "both servers to drop the token at their sync")
+        poll(lambda: answers(401), "both servers to drop the token", timeout=60, interval=0.5)
     finally:
         stop(second)
 

@@ -227,8 +227,10 @@ def test_plain_http_on_the_tls_port_gets_400_and_a_close(tls_server: TLSServer) 
         assert answer.startswith(b"HTTP/1.1 400 ") and b"https://" in answer
     with socket.create_connection((live.host, live.port), timeout=10) as raw:
         raw.sendall(b"\x16\x03\x01\x00\x05garbage")  # a broken handshake: closed, nothing else
-        raw.shutdown(socket.SHUT_WR)
-        with contextlib.suppress(ConnectionResetError):  # an alert then FIN, or a reset
+        # An alert then FIN, or a reset; the reset may come before our shutdown, which then
+        # finds the connection gone (ENOTCONN, seen in CI): each is the answer expected.
+        with contextlib.suppress(OSError):
+            raw.shutdown(socket.SHUT_WR)
             while raw.recv(4096):
                 pass
     assert tls_server.get("/healthz").status == 200  # the server is unharmed

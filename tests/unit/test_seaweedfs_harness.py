@@ -122,8 +122,11 @@ def test_a_port_taken_before_weed_binds_it_is_retried_and_everything_is_cleaned(
 
         monkeypatch.setattr(s3_support, "free_ports", first_pick_is_taken)
         with running_seaweedfs(tmp_path) as server:
-            assert server.directory.name == "weed-1"
-            assert not (tmp_path / "weed-0").exists()
+            # A retry's own pick can collide too (another suite's weed, seen in CI): at least
+            # the first try failed, and every failed try's folder is gone.
+            tries = int(server.directory.name.removeprefix("weed-"))
+            assert tries >= 1
+            assert [n for n in range(tries) if (tmp_path / f"weed-{n}").exists()] == []
             assert urlsplit(server.endpoint_url).port != busy
     assert server.process.poll() is not None
     assert not server.directory.exists()

@@ -153,6 +153,12 @@ def _uv_publish(team: Team, wheel: Path, home: Path) -> subprocess.CompletedProc
     )  # fmt: skip
 
 
+def _said(process: subprocess.CompletedProcess[str]) -> str:
+    """What a client printed, on one line: uv wraps the server's reason at COLUMNS, which
+    pytest-xdist's workers set to 80."""
+    return " ".join((process.stdout + process.stderr).split())
+
+
 def test_uv_publishes_by_trusted_publishing(team: Team, tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path, "acme-app", "1.0")
     published = _uv_publish(team, wheel, tmp_path / "uv1")
@@ -169,12 +175,12 @@ def test_uv_publishes_by_trusted_publishing(team: Team, tmp_path: Path) -> None:
     poll(audited, "the mint and the upload in the audit log")
     # Outside the publisher's projects: refused with the server's reason.
     other = _uv_publish(team, make_wheel(tmp_path, "other", "1.0"), tmp_path / "uv2")
-    assert other.returncode != 0 and "outside its projects" in other.stdout + other.stderr
+    assert other.returncode != 0 and "outside its projects" in _said(other)
     # Another environment: the mint is refused, and uv shows why.
     team.issuer.claims_override = {"environment": "staging"}
     refused = _uv_publish(team, make_wheel(tmp_path, "acme-lib", "1.0"), tmp_path / "uv3")
     assert refused.returncode != 0
-    assert "no trusted publisher matches" in refused.stdout + refused.stderr
+    assert "no trusted publisher matches" in _said(refused)
 
 
 def test_twine_with_a_token_minted_by_hand(team: Team, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ inputs included).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -89,26 +90,38 @@ class _NotFlat(Exception):
 
 def _table(name: str, table: Any, aot: bool) -> str:
     """One `[[name]]` (or `[name]`) table and its sub-tables, as tomli_w writes them."""
-    if not isinstance(table, dict) or not _BARE_KEY.match(name.rpartition(".")[2]):
+    if not isinstance(table, dict) or not _bare(name.rpartition(".")[2]):
         raise _NotFlat
-    literals = [(k, v) for k, v in table.items() if not isinstance(v, dict)]
-    tables = [(k, v) for k, v in table.items() if isinstance(v, dict)]
-    if not literals or any(isinstance(v, (list, tuple)) for _, v in literals):
-        raise _NotFlat  # tomli_w's choices about arrays and headerless tables are its own
-    header = f"[[{name}]]\n" if aot else f"[{name}]\n"
-    chunks = [header + _lines(literals)]
-    chunks.extend(_table(f"{name}.{k}", v, aot=False) for k, v in tables)
-    return "\n".join(chunks)
+    # One pass over the table (a million of them in a rebuild's index.toml): its values, then
+    # its sub-tables, which tomli_w writes after them. `_value` refuses arrays: tomli_w's
+    # choices about arrays and headerless tables are its own.
+    chunks = [f"[[{name}]]\n" if aot else f"[{name}]\n"]
+    tables = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        elif _bare(key):
+            chunks.append(f"{key} = {_value(value)}\n")
+        else:
+            raise _NotFlat
+    if len(chunks) == 1:
+        raise _NotFlat
+    text = "".join(chunks)
+    if not tables:
+        return text
+    return "\n".join([text, *(_table(f"{name}.{k}", v, aot=False) for k, v in tables)])
 
 
 def _lines(pairs: list[tuple[str, Any]]) -> str:
-    return "".join(f"{key} = {_value(value)}\n" for key, value in pairs if _bare(key))
-
-
-def _bare(key: str) -> bool:
-    if not _BARE_KEY.match(key):
+    if not all(_bare(key) for key, _ in pairs):
         raise _NotFlat
-    return True
+    return "".join(f"{key} = {_value(value)}\n" for key, value in pairs)
+
+
+@functools.lru_cache(maxsize=1024)
+def _bare(key: str) -> bool:
+    """Keys repeat in every table: checked once each."""
+    return _BARE_KEY.match(key) is not None
 
 
 def _value(value: Any) -> str:

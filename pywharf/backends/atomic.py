@@ -13,8 +13,8 @@ import fcntl
 import os
 import secrets
 import uuid
+from collections.abc import Iterable
 from collections.abc import Iterator
-from collections.abc import Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -114,9 +114,9 @@ def local_directory(path: Path, repository: str) -> Path:
     return path
 
 
-def write_atomically(path: Path, data: bytes | Sequence[bytes], temporary_dir: Path) -> None:
+def write_atomically(path: Path, data: bytes | Iterable[bytes], temporary_dir: Path) -> None:
     """Write a leased temporary file, then `os.replace` it over `path` (atomic on POSIX).
-    `data` may come in parts: a large document need not be joined into one more copy."""
+    `data` may come in parts, made as they are written: a large document is never whole."""
     with leased_file(temporary_dir, "tmp") as (temporary, file):
         for part in (data,) if isinstance(data, bytes) else data:
             write_all(file, part)

@@ -67,7 +67,7 @@ from pywharf.index import Event
 from pywharf.index import FileRecord
 from pywharf.index import Status
 from pywharf.index import Yank
-from pywharf.remote_index import dump_index
+from pywharf.remote_index import index_parts
 
 __all__ = ["FileSystemBackend", "FileSystemSettings"]
 
@@ -393,16 +393,14 @@ class FileSystemBackend:
     def _scan(self) -> tuple[list[FileRecord], list[str]]:
         """The files the storage holds, each moved into its project's folder if need be."""
         found, moved = [], []
-        for path in _stored_files(self.storage):
-            record = self.sidecars.record_from_disk(path)
+        for folder, entry in _stored_files(self.storage):
+            record = self.sidecars.record_from_disk(entry.path)
             if record is None:
                 continue
             # Compared by name: building the target path cost more than reading a sidecar.
-            in_place = (path.parent.name, path.name) == (record.project, record.filename)
-            target = path if in_place else _into_folder(path, self._path(record))
-            if target is None:
-                continue
-            if target != path:
+            if (folder, entry.name) != (record.project, record.filename):
+                if _into_folder(Path(entry.path), self._path(record)) is None:
+                    continue
                 moved.append(f"{record.filename} (moved into {record.project}/)")
             found.append(record)
         return found, moved
@@ -410,8 +408,10 @@ class FileSystemBackend:
     def _write_journal(self, events: list[Event], found: list[FileRecord]) -> None:
         """The journal (a new inode: readers reload it whole) and the original's index.toml."""
         self.journal.rewrite(events)
-        locations = {r.filename: {"package_path": str(self._path(r))} for r in found}
-        remote = dump_index(found, int(time.time()), "file_system", locations)
+        storage = str(self.storage)  # joined as text: a million Paths took a second
+        locations = {r.filename: {"package_path": f"{storage}/{r.project}/{r.filename}"}
+                     for r in found}  # fmt: skip
+        remote = index_parts(found, int(time.time()), "file_system", locations)
         write_atomically(self.storage / "index.toml", remote, self.spool_dir)  # the original's
 
     # --- tokens ------------------------------------------------------------------------------
@@ -455,23 +455,24 @@ def _read_intent(intent: Path) -> list[tuple[FileRecord, dict[str, str]]]:
         return []
 
 
-def _stored_files(storage: Path) -> Iterator[Path]:
-    """The distributions in the project folders. A symlink, to a folder or a file, is never
-    followed: it could list and serve anything the server can read (issue 9). Directory
-    entries know their type: no stat per file (a million of them were a tenth of a rescan)."""
+def _stored_files(storage: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """The distributions in the project folders, each with its folder's name. A symlink, to a
+    folder or a file, is never followed: it could list and serve anything the server can read
+    (issue 9). Directory entries know their type: no stat per file (a million of them were a
+    tenth of a rescan)."""
     for project in _sorted_entries(storage):
         if project.name.startswith(".") or not project.is_dir(follow_symlinks=False):
             continue
-        for entry in _sorted_entries(Path(project.path)):
+        for entry in _sorted_entries(project.path):
             if not entry.name.endswith(_SUFFIXES) or entry.name.startswith("."):
                 continue
             if not entry.is_file(follow_symlinks=False):
                 log.warning("update_index: %s is not a regular file; not listed", entry.path)
                 continue
-            yield Path(entry.path)
+            yield project.name, entry
 
 
-def _sorted_entries(folder: Path) -> list[os.DirEntry[str]]:
+def _sorted_entries(folder: str | Path) -> list[os.DirEntry[str]]:
     with os.scandir(folder) as entries:
         return sorted(entries, key=lambda entry: entry.name)
 

@@ -198,6 +198,35 @@ def test_a_hand_copied_file_without_sidecar_is_picked_up_by_rebuild_index(
     assert fetch(backend.open(found)) == copied.read_bytes()
 
 
+def test_a_sidecar_s_record_is_read_past_a_form_only_the_general_parser_reads(
+    backend: FileSystemBackend, root: Path, tmp_path: Path
+) -> None:
+    """A licence of many lines is escaped in the sidecar; the record after it still reads
+    (a rescan reads our table alone when its lines are plain)."""
+    stored = backend.put(stage(backend, make_wheel(tmp_path, "demo-pkg", "1.0")), WRITE)
+    meta = storage_of(root) / "demo-pkg" / f"{stored.filename}.meta"
+    document = load_toml(meta.read_text(), str(meta))
+    meta.write_text(tomli_w.dumps({"license": "MIT\n\n[pywharf]\nsize = 1\n", **document}))
+    report = backend.rebuild_index()
+    assert (report.added, report.removed, report.total) == ([], [], 1)
+    assert listed(new_backend(root))[stored.filename] == stored
+
+
+@pytest.mark.parametrize("table", ["size = 1", 'size = "1"', "size = 1\nsize = 2"])
+def test_a_sidecar_s_record_that_does_not_fit_the_bytes_is_rebuilt_from_them(
+    backend: FileSystemBackend, root: Path, tmp_path: Path, table: str
+) -> None:
+    wheel = make_wheel(tmp_path, "demo-pkg", "1.0")
+    stored = backend.put(stage(backend, wheel), WRITE)
+    meta = storage_of(root) / "demo-pkg" / f"{stored.filename}.meta"
+    text = meta.read_text()
+    meta.write_text(text.replace(f"size = {stored.size}", table))
+    backend.rebuild_index()
+    rebuilt = listed(new_backend(root))[stored.filename]
+    assert rebuilt.sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
+    assert rebuilt.size == stored.size
+
+
 def test_update_index_command_picks_up_a_hand_copied_file(root: Path, tmp_path: Path) -> None:
     """The same through `pywharf update_index`, the command an operator runs."""
     backend = new_backend(root)

@@ -9,9 +9,12 @@ from typing import Any
 
 import pytest
 import tomli_w
+from packaging.utils import NormalizedName
 
 from pywharf.flat_toml import dump_flat_toml
 from pywharf.flat_toml import parse_flat_toml
+from pywharf.index import FileRecord
+from pywharf.remote_index import index_parts
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -135,3 +138,28 @@ def test_a_plain_index_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> N
     expected = tomli_w.dumps(DOCUMENTS[0])
     monkeypatch.setattr(tomli_w, "dumps", None)
     assert dump_flat_toml(DOCUMENTS[0]) == expected
+
+
+@pytest.mark.parametrize("count", [0, 1, 999, 1000, 2001])
+def test_the_index_written_in_parts_is_the_one_document_tomli_w_writes(count: int) -> None:
+    records = [
+        FileRecord(f"demo-1.{n}-py3-none-any.whl", NormalizedName("demo"), f"1.{n}", SHA, 44,
+                   1700000000.0 + n, ">=3.9" if n % 2 else None, yanked="old" if n % 3 else None)
+        for n in range(count)
+    ]  # fmt: skip
+    locations = {r.filename: {"package_path": f"/srv/demo/{r.filename}"} for r in records}
+    parts = list(index_parts(records, 1796542418, "file_system", locations))
+    assert len(parts) == 1 + -(-count // 1000)  # never one part per file, nor one in all
+    whole = {"mtime": 1796542418, "pkgs": [_index_entry(r, locations) for r in records]}
+    assert b"".join(parts).decode() == tomli_w.dumps(whole)
+
+
+def _index_entry(record: FileRecord, locations: dict[str, dict[str, str]]) -> dict[str, Any]:
+    meta = {"name": "demo", "version": record.version, "distrib": "demo",
+            "sha256": SHA, "size": 44, "upload_time": record.upload_time}  # fmt: skip
+    if record.requires_python:
+        meta["requires_python"] = record.requires_python
+    if record.yanked is not None:
+        meta["yanked"] = record.yanked
+    return {"type": "file_system", "distrib": "demo", "package": record.filename[:-4],
+            "ext": "whl", "sha256": SHA, **locations[record.filename], "meta": meta}  # fmt: skip

@@ -141,6 +141,117 @@ def _mapped(error: ClientError) -> UpstreamError:
     return UpstreamError(f"the upstream index failed: {reason}")
 
 
+class _PageStore:
+    """The upstream's project pages: held in memory and kept on disk (served stale while the
+    upstream is down), fresh for `ttl` seconds, then revalidated with their ETag."""
+
+    def __init__(
+        self,
+        ttl: float,
+        folder: Path | None,
+        client: UpstreamClient | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._ttl = ttl
+        self._folder = folder
+        self._client = client
+        self._clock = clock
+        self._lock = threading.Lock()  # guards `_pages`
+        self._pages: dict[NormalizedName, CachedPage] = {}
+        self._name_lock = _KeyedLocks()
+
+    def held(self, name: NormalizedName) -> CachedPage | None:
+        """The page as last fetched or loaded, fetching nothing."""
+        return self._pages.get(name)
+
+    def get(self, name: NormalizedName) -> CachedPage | None:
+        """The upstream page, fresh within its TTL; stale if the upstream fails."""
+        page = self._pages.get(name) or self._load(name)
+        if self._client is None or (page and self._fresh(page)):
+            return page
+        with self._name_lock(f"page {name}"):
+            page = self._pages.get(name, page)
+            if page is not None and self._fresh(page):
+                return page  # another request fetched it while this one waited
+            try:
+                page = self._fetch(self._client, name, page)
+            except (ClientError, UpstreamError) as error:
+                failure = _mapped(error) if isinstance(error, ClientError) else error
+                if page is None:
+                    raise failure from None
+                log.warning("serving the stale page of %s: %s", name, failure)
+                return page
+            with self._lock:
+                self._pages[name] = page
+            self._save(name, page)
+            return page
+
+    def _fresh(self, page: CachedPage) -> bool:
+        return self._clock() - page.fetched_at < self._ttl
+
+    def _fetch(
+        self, client: UpstreamClient, name: NormalizedName, page: CachedPage | None
+    ) -> CachedPage:
+        now = self._clock()
+        try:
+            fetched = client.page(name, page.etag if page else None)
+        except ResourceNotFound:
+            return CachedPage((), None, now)  # no such project upstream: remembered for the TTL
+        if fetched is None:
+            assert page is not None  # a 304 answers only our If-None-Match
+            return CachedPage(page.files, page.etag, now)
+        files = parse_project_page(fetched.body, fetched.content_type, fetched.url, name)
+        return CachedPage(files, fetched.etag, now)
+
+    def _path(self, name: str) -> Path | None:
+        return self._folder / "pages" / f"{name}.json" if self._folder else None
+
+    def _save(self, name: str, page: CachedPage) -> None:
+        path = self._path(name)
+        if path is None:
+            return
+        files = [{**f.record.to_json(), "url": f.url} for f in page.files]
+        document = {"etag": page.etag, "fetched_at": page.fetched_at, "files": files}
+        assert self._folder is not None  # a page path implies the folder
+        temporary = self._folder / "tmp"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.mkdir(exist_ok=True)
+            write_atomically(path, json.dumps(document).encode(), temporary)
+        except OSError as error:
+            log.warning("cannot keep the upstream page of %s: %s", name, error)
+
+    def _load(self, name: NormalizedName) -> CachedPage | None:
+        path = self._path(name)
+        if path is None or not path.exists():
+            return None
+        try:
+            document = json.loads(path.read_bytes())
+            files = tuple(
+                UpstreamFile(FileRecord.from_json(entry), entry["url"])
+                for entry in document["files"]
+            )
+            page = CachedPage(files, document.get("etag"), float(document["fetched_at"]))
+        except (OSError, ValueError, KeyError, TypeError, PywharfError) as error:
+            log.warning("ignoring the kept upstream page of %s: %s", name, error)
+            return None
+        with self._lock:
+            self._pages.setdefault(name, page)
+        return page
+
+
+class _KeyedLocks:
+    """A lock per key (a page, a file): one fetch of each at a time, the others wait for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def __call__(self, key: str) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault(key, threading.Lock())
+
+
 class UpstreamCache:
     """Upstream pages and files for the projects a repository does not hold.
 
@@ -158,7 +269,6 @@ class UpstreamCache:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self._folder = folder
         if folder is not None:  # what a killed server was writing: leased, so only the dead's
             for stale in sweep(folder / "tmp", "tmp"):
                 stale.unlink()
@@ -167,10 +277,10 @@ class UpstreamCache:
         self._renderer = renderer
         self._clock = clock
         self._client = _client(settings.url) if settings.url else None
-        self._lock = threading.Lock()  # guards the dicts below
-        self._pages: dict[NormalizedName, CachedPage] = {}
+        self._pages = _PageStore(settings.page_ttl, folder, self._client, clock)
+        self._lock = threading.Lock()  # guards `_views`
         self._views: dict[NormalizedName, _View] = {}
-        self._fetching: dict[str, threading.Lock] = {}
+        self._name_lock = _KeyedLocks()
         self._metadata = DownloadCache((folder or backend.spool_dir) / "metadata")
 
     def close(self) -> None:
@@ -185,7 +295,7 @@ class UpstreamCache:
 
     def listed(self, name: NormalizedName, filename: str) -> FileRecord | None:
         """A file the upstream page lists (fetched if need be), cached or not."""
-        page = self._page(name)
+        page = self._pages.get(name)
         found = page.by_filename.get(filename) if page is not None else None
         return found.record if found is not None else None
 
@@ -199,7 +309,7 @@ class UpstreamCache:
     def _view(self, name: NormalizedName) -> Project | None:
         copies = self._index.project(name)
         try:
-            page = self._page(name)
+            page = self._pages.get(name)
         except UpstreamError:
             if copies is None:
                 raise
@@ -244,81 +354,6 @@ class UpstreamCache:
         ordered = tuple(sorted(visible, key=lambda r: r.filename))
         return _View(page, copies, deletions, until, Project(name, ordered))
 
-    def _page(self, name: NormalizedName) -> CachedPage | None:
-        """The upstream page, fresh within its TTL; stale if the upstream fails."""
-        page = self._pages.get(name) or self._load(name)
-        if self._client is None or (page and self._fresh(page)):
-            return page
-        with self._name_lock(f"page {name}"):
-            page = self._pages.get(name, page)
-            if page is not None and self._fresh(page):
-                return page  # another request fetched it while this one waited
-            try:
-                page = self._fetch_page(self._client, name, page)
-            except (ClientError, UpstreamError) as error:
-                failure = _mapped(error) if isinstance(error, ClientError) else error
-                if page is None:
-                    raise failure from None
-                log.warning("serving the stale page of %s: %s", name, failure)
-                return page
-            with self._lock:
-                self._pages[name] = page
-            self._save(name, page)
-            return page
-
-    def _fresh(self, page: CachedPage) -> bool:
-        return self._clock() - page.fetched_at < self.settings.page_ttl
-
-    def _fetch_page(
-        self, client: UpstreamClient, name: NormalizedName, page: CachedPage | None
-    ) -> CachedPage:
-        now = self._clock()
-        try:
-            fetched = client.page(name, page.etag if page else None)
-        except ResourceNotFound:
-            return CachedPage((), None, now)  # no such project upstream: remembered for the TTL
-        if fetched is None:
-            assert page is not None  # a 304 answers only our If-None-Match
-            return CachedPage(page.files, page.etag, now)
-        files = parse_project_page(fetched.body, fetched.content_type, fetched.url, name)
-        return CachedPage(files, fetched.etag, now)
-
-    def _page_path(self, name: str) -> Path | None:
-        return self._folder / "pages" / f"{name}.json" if self._folder else None
-
-    def _save(self, name: str, page: CachedPage) -> None:
-        path = self._page_path(name)
-        if path is None:
-            return
-        files = [{**f.record.to_json(), "url": f.url} for f in page.files]
-        document = {"etag": page.etag, "fetched_at": page.fetched_at, "files": files}
-        assert self._folder is not None  # a page path implies the folder
-        temporary = self._folder / "tmp"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary.mkdir(exist_ok=True)
-            write_atomically(path, json.dumps(document).encode(), temporary)
-        except OSError as error:
-            log.warning("cannot keep the upstream page of %s: %s", name, error)
-
-    def _load(self, name: NormalizedName) -> CachedPage | None:
-        path = self._page_path(name)
-        if path is None or not path.exists():
-            return None
-        try:
-            document = json.loads(path.read_bytes())
-            files = tuple(
-                UpstreamFile(FileRecord.from_json(entry), entry["url"])
-                for entry in document["files"]
-            )
-            page = CachedPage(files, document.get("etag"), float(document["fetched_at"]))
-        except (OSError, ValueError, KeyError, TypeError, PywharfError) as error:
-            log.warning("ignoring the kept upstream page of %s: %s", name, error)
-            return None
-        with self._lock:
-            self._pages.setdefault(name, page)
-        return page
-
     # --- files -------------------------------------------------------------------------------
 
     def download(self, name: NormalizedName, filename: str) -> FileDownload:
@@ -332,17 +367,13 @@ class UpstreamCache:
             return stored_download(self._backend, copy, metadata)  # no page needed: fast path
         view = self._view(name)
         record = view.file(base) if view is not None else None
-        listed = self._pages.get(name)
+        listed = self._pages.held(name)
         upstream = listed.by_filename.get(base) if listed is not None else None
         if record is None or upstream is None or self._client is None:
             raise NotFound(f"{filename!a} is not in project {name!a}")
         if metadata:
             return self._fetch_metadata(self._client, record, upstream.url + ".metadata")
         return self._fetch_file(self._client, record, upstream.url)
-
-    def _name_lock(self, key: str) -> threading.Lock:
-        with self._lock:
-            return self._fetching.setdefault(key, threading.Lock())
 
     def _fetch_metadata(self, client: UpstreamClient, record: FileRecord, url: str) -> FileDownload:
         """PEP 658: fetched once, checked against the page's hash, kept beside the pages."""

@@ -176,7 +176,9 @@ def weed_command(directory: Path, ports: tuple[int, ...], config: Path) -> list[
     """The reference's `weed mini` line, with every port explicit and telemetry off."""
     http_ports, grpc_ports = ports[: len(SERVICES)], ports[len(SERVICES) :]
     command = [
-        str(WEED), "mini", f"-dir={directory / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        # -logdir: glog's files went to /tmp, outliving the suite's folders.
+        str(WEED), f"-logdir={directory}", "mini", f"-dir={directory / 'data'}", "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
         "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
         "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}",
         # Every test makes a bucket, and each bucket takes volumes of its own: with the

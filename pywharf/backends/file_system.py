@@ -6,20 +6,11 @@
     ROOT/cache/<repo>/storage/.pywharf/journal.jsonl         index events (`journal.py`)
     ROOT/cache/<repo>/storage/.pywharf/tmp/                  leased spool, temp and intent files
 
-Storing a file: write an intent (the record), link the spool file to the final name (atomic,
-never replaces), write the sidecars, append the event (fsynced), and only then answer 200. A
-crash after the link leaves a file at its final name that the journal does not list. It was not
-acknowledged, but it is complete and verified (digests checked, fsynced), so it is listed rather
-than removed: the client's retry then answers 200 for exactly those bytes, and a retry with other
-bytes answers a 409 for a file the index shows. Two paths complete it: the next start-up reads
-the abandoned intent (its lease died with its process), and a `put` that finds a file at the
-name journals what it found. `put_many` (a bundle's import) stores a batch under one intent that
-lists all its files, and appends their events at once after one fsync per folder.
+How a file is stored, and how what a crash cut off is completed: `file_system_store.py`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat
@@ -27,7 +18,6 @@ import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,14 +31,10 @@ from pywharf.backends import LocalFile
 from pywharf.backends import RepairReport
 from pywharf.backends import StagedUpload
 from pywharf.backends import put_each
-from pywharf.backends.atomic import fsync_directory
-from pywharf.backends.atomic import is_leased
-from pywharf.backends.atomic import leased_file
 from pywharf.backends.atomic import sweep
-from pywharf.backends.atomic import write_all
 from pywharf.backends.atomic import write_atomically
 from pywharf.backends.events import rescanned_events
-from pywharf.backends.hashing import sha256_of_file
+from pywharf.backends.file_system_store import FileStore
 from pywharf.backends.journal import Journal
 from pywharf.backends.journal import JournalCorrupt
 from pywharf.backends.sidecars import Sidecars
@@ -57,7 +43,6 @@ from pywharf.config import Setting
 from pywharf.config import typed_settings
 from pywharf.dists import SDIST_SUFFIXES
 from pywharf.errors import DistributionExists
-from pywharf.errors import PywharfError
 from pywharf.errors import StorageError
 from pywharf.errors import StorageNotFound
 from pywharf.errors import storage_error
@@ -106,8 +91,6 @@ class FileSystemSettings:
 _PRIVATE = ".pywharf"
 _TOKENS = "tokens.json"  # hashes only (pywharf.tokens)
 _SUFFIXES = (".whl", *SDIST_SUFFIXES)
-_SYNC_THREADS = 16
-_LINK_ATTEMPTS = 3  # a file found at the name can vanish (its upload failed): link again
 
 
 class FileSystemBackend:
@@ -128,6 +111,9 @@ class FileSystemBackend:
             self.spool_dir.mkdir(parents=True, exist_ok=True)
             self.journal = Journal(private / "journal.jsonl", private / "lock", self.spool_dir)
             self.sidecars = Sidecars(self.spool_dir)
+            self.store = FileStore(
+                self.name, self.storage, self.spool_dir, self.journal, self.sidecars
+            )
         except OSError as error:
             where = f"repository {self.name!r}: cannot create {self.storage}"
             raise storage_error(where, error) from None
@@ -148,44 +134,12 @@ class FileSystemBackend:
             with self.journal.locked():
                 self.journal.heal()
             for intent in sweep(self.spool_dir, "intent"):
-                self._finish_abandoned(intent)
+                self.store.finish_abandoned(intent)
             for kind in ("upload", "tmp"):
                 for leftover in sweep(self.spool_dir, kind):
                     leftover.unlink()
         except OSError as error:
             log.warning("repository %r: %s", self.name, storage_error("start-up repair", error))
-
-    def _finish_abandoned(self, intent: Path) -> None:
-        """Journal the files a dead upload (or batch) linked into place, if it got that far."""
-        with self.journal.locked():
-            self._journal_intended(_read_intent(intent), skip=None)
-        intent.unlink(missing_ok=True)
-
-    def _journal_intended(
-        self, intended: list[tuple[FileRecord, dict[str, str]]], skip: str | None
-    ) -> None:
-        """Journal each intended file found in place (the caller holds the journal's lock)."""
-        for record, form in intended:
-            if record.filename == skip:
-                continue
-            stored = self._journal_existing(self._path(record), record, form, None, True)
-            if stored is not None and stored.sha256 == record.sha256:
-                log.warning(
-                    "repository %r: listed %s, cut off by a crash", self.name, record.filename
-                )
-
-    def _take_abandoned_intents(self, filename: str) -> bool:
-        """Remove the intents of dead uploads of `filename`: whether there were any (few: one
-        per upload a crash cut off). Its caller journals the file in their stead; the other
-        files of a dead batch are journaled here, as a start-up would."""
-        found = False
-        for intent in sweep(self.spool_dir, "intent"):
-            intended = _read_intent(intent)
-            if any(record.filename == filename for record, _ in intended):
-                self._journal_intended(intended, skip=filename)
-                intent.unlink()
-                found = True
-        return found
 
     # --- the journal -------------------------------------------------------------------------
 
@@ -205,65 +159,20 @@ class FileSystemBackend:
 
     # --- files -------------------------------------------------------------------------------
 
-    def _path(self, record: FileRecord) -> Path:
-        return self.storage / record.project / record.filename
-
     def store_early(self, arriving: ArrivingFile) -> None:
         return None  # the spool is on the same file system: `put` is a rename
 
     def put(self, upload: StagedUpload, credential: str) -> FileRecord:
-        record = upload.record
         try:
-            with leased_file(self.spool_dir, "intent") as (_, intent):
-                write_all(intent, _intent_document([upload]))
-                for _attempt in range(_LINK_ATTEMPTS):
-                    stored = self._link_or_find(upload)
-                    if stored is not None:
-                        return stored
+            return self.store.put(upload)
         except OSError as error:
-            raise storage_error(f"cannot store {record.filename!r}", error) from None
-        raise StorageError(f"cannot store {record.filename!r}: the name is taken and released")
-
-    def _link_or_find(self, upload: StagedUpload) -> FileRecord | None:
-        """Store the upload under its name, or journal what is there (None: it vanished)."""
-        record = upload.record
-        destination = self._path(record)
-        destination.parent.mkdir(exist_ok=True)
-        try:
-            os.link(upload.path, destination)  # atomic, and never replaces: a race has one winner
-        except FileExistsError:
-            # The spool file linked there is leased by its upload until it has answered.
-            is_leased(destination, wait=True)
-            with self.journal.locked():
-                orphaned = self._take_abandoned_intents(record.filename)
-                stored = self._journal_existing(
-                    destination, record, upload.form, upload.metadata, orphaned
-                )
-            if stored is not None and stored.sha256 != record.sha256:
-                raise DistributionExists(record.filename) from None
-            return stored
-        try:
-            self.sidecars.write(destination, record, upload.form, upload.metadata)
-            fsync_directory(destination.parent)
-            with self.journal.locked():
-                self.journal.append(Add(record))
-        except OSError:
-            destination.unlink(missing_ok=True)  # nobody else touches it while it is leased
-            raise
-        return record
+            raise storage_error(f"cannot store {upload.record.filename!r}", error) from None
 
     def put_many(
         self, uploads: Sequence[StagedUpload], credential: str
     ) -> list[FileRecord | DistributionExists]:
-        """One intent for all, each file linked with its sidecars, one fsync per folder (run
-        concurrently) and one journal append. A `put` each made 10,000 small files take
-        10.1 s here (two fsyncs and an intent per file); batches of 500 took 7.1 s. A crash
-        leaves linked files that the batch's intent lists: start-up journals them, as it
-        does a single upload's."""
         try:
-            with leased_file(self.spool_dir, "intent") as (_, intent):
-                write_all(intent, _intent_document(uploads))
-                linked = self._link_batch(uploads)
+            linked = self.store.put_batch(uploads)
         except OSError as error:
             raise storage_error(f"cannot store {len(uploads)} files", error) from None
         results: list[FileRecord | DistributionExists] = []
@@ -273,59 +182,6 @@ class FileSystemBackend:
             else:
                 results.append(record)
         return results
-
-    def _link_batch(self, uploads: Sequence[StagedUpload]) -> list[FileRecord | None]:
-        """Link every upload whose name is free, then sync and journal them all at once."""
-        linked: list[FileRecord | None] = []
-        destinations: list[Path] = []
-        try:
-            for upload in uploads:
-                destination = self._path(upload.record)
-                destination.parent.mkdir(exist_ok=True)
-                try:
-                    os.link(upload.path, destination)  # never replaces: a taken name is left
-                except FileExistsError:
-                    linked.append(None)
-                    continue
-                destinations.append(destination)
-                self.sidecars.write(destination, upload.record, upload.form, upload.metadata)
-                linked.append(upload.record)
-            folders = {destination.parent for destination in destinations}
-            with ThreadPoolExecutor(_SYNC_THREADS, "fsync") as pool:
-                list(pool.map(fsync_directory, folders))  # concurrent: commits are shared
-            with self.journal.locked():
-                self.journal.append(*(Add(record) for record in linked if record is not None))
-        except OSError:
-            for destination in destinations:  # ours alone while the batch's intent is leased
-                destination.unlink(missing_ok=True)
-            raise
-        return linked
-
-    def _journal_existing(
-        self,
-        destination: Path,
-        record: FileRecord,
-        form: dict[str, str],
-        metadata: bytes | None,
-        orphaned: bool,
-    ) -> FileRecord | None:
-        """The record of the file at `destination`, journaled if its upload did not get to it
-        (`orphaned`: a crash), so whatever a put answers about is listed. Identical bytes with
-        no sidecar get `record`, never a poorer one rebuilt from the bytes (issue 9)."""
-        stored = self.sidecars.record(destination, self.sidecars.read_meta(destination))
-        if stored is not None and not orphaned:
-            return stored  # its upload wrote the sidecar, then the event
-        if stored is None:
-            if not destination.exists():
-                return None
-            if sha256_of_file(destination) == record.sha256:
-                self.sidecars.write(destination, record, form, metadata)
-                stored = record
-            else:
-                stored = self.sidecars.record_from_disk(destination)
-        if stored is not None:
-            self.journal.append(Add(stored))  # a repeated Add, if it got there, changes nothing
-        return stored
 
     def apply_change(self, event: Event, credential: str) -> None:
         if isinstance(event, Add):
@@ -364,7 +220,7 @@ class FileSystemBackend:
         return LocalFile(path, found.st_size)
 
     def open_metadata(self, record: FileRecord) -> LocalFile:
-        path = self._path(record)
+        path = self.store.path(record)
         return self._local(path.with_name(path.name + ".metadata"))
 
     def _local(self, path: Path) -> LocalFile:
@@ -399,7 +255,7 @@ class FileSystemBackend:
                 continue
             # Compared by name: building the target path cost more than reading a sidecar.
             if (folder, entry.name) != (record.project, record.filename):
-                if _into_folder(Path(entry.path), self._path(record)) is None:
+                if _into_folder(Path(entry.path), self.store.path(record)) is None:
                     continue
                 moved.append(f"{record.filename} (moved into {record.project}/)")
             found.append(record)
@@ -437,22 +293,6 @@ class FileSystemBackend:
 
     def close(self) -> None:
         pass
-
-
-def _intent_document(uploads: Sequence[StagedUpload]) -> bytes:
-    files = [{"record": u.record.to_json(), "form": u.form} for u in uploads]
-    return json.dumps({"files": files}).encode()
-
-
-def _read_intent(intent: Path) -> list[tuple[FileRecord, dict[str, str]]]:
-    """What an intent file says its upload (or batch) was storing (nothing: it was cut off
-    while written, which is before any link). Reads the one-file form of older versions."""
-    try:
-        data = json.loads(intent.read_bytes())
-        files = data.get("files", [data])  # one file: the form of older versions
-        return [(FileRecord.from_json(item["record"]), item["form"]) for item in files]
-    except (OSError, ValueError, TypeError, KeyError, PywharfError):
-        return []
 
 
 def _stored_files(storage: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:

@@ -140,6 +140,10 @@ def main() -> None:
         help="for trees older than --max_connections",
     )
     options = parser.parse_args()
+    if options.active:
+        from benchmarks.peers import ensure_debian_tools
+
+        ensure_debian_tools()  # wrk is the active clients
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the clients' own sockets
     with tempfile.TemporaryDirectory(prefix="pywharf-idle-") as work:

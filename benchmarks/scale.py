@@ -32,6 +32,7 @@ from benchmarks.load import upload_many
 from benchmarks.peers import REPOSITORY
 from benchmarks.peers import Pywharf
 from benchmarks.peers import RunningServer
+from benchmarks.peers import ensure_debian_tools
 from benchmarks.peers import running
 from benchmarks.proc import cpu_seconds
 from benchmarks.proc import rss_bytes
@@ -119,6 +120,7 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=HERE / "results")
     args = parser.parse_args()
     work = args.work.resolve()
+    ensure_debian_tools()  # wrk reads the pages
     server = ScaleServer(args.pyz)
     uploads = list(ensure_corpus(work, CorpusSpec(args.uploads // 2, 1)).files)
     figures: dict[str, dict[str, float]] = {}

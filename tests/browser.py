@@ -8,6 +8,7 @@ The fixtures are registered for tests/e2e by its conftest.py.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ __all__ = ["Browser", "WebDriverError", "browser", "chromium", "log_in"]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 DRIVER_START_SECONDS = 20
+DRIVER_ATTEMPTS = 3
 CALL_SECONDS = 60  # one WebDriver call, page loads included
 WAIT_SECONDS = 15  # polling for a URL or a text to appear
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C key of an element reference
@@ -168,6 +170,20 @@ class Browser:
 
 
 def _start_driver(driver: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """chromedriver on a port of its choosing, tried again when that port was taken. With
+    `--port=0` it binds ::1, then 127.0.0.1 on the same port, and exits when another process
+    holds that one ("IPv4 port not available", seen in CI with four workers)."""
+    for _retry in range(DRIVER_ATTEMPTS - 1):
+        with contextlib.suppress(_PortTaken):
+            return _start_driver_once(driver, log)
+    return _start_driver_once(driver, log)
+
+
+class _PortTaken(AssertionError):
+    """chromedriver's port was taken between its two binds."""
+
+
+def _start_driver_once(driver: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [str(driver), "--port=0", f"--log-path={log.with_suffix('.verbose.log')}"],
@@ -179,7 +195,9 @@ def _start_driver(driver: Path, log: Path) -> tuple[subprocess.Popen[bytes], str
     deadline = time.monotonic() + DRIVER_START_SECONDS
     while True:
         if process.poll() is not None:
-            raise AssertionError(f"chromedriver exited {process.returncode}: {log.read_text()}")
+            said = log.read_text(errors="replace")
+            failure = _PortTaken if "port not available" in said else AssertionError
+            raise failure(f"chromedriver exited {process.returncode}: {said}")
         if not url and (match := DRIVER_PORT.search(log.read_text(errors="replace"))):
             url = f"http://127.0.0.1:{match[1]}"
         try:

@@ -49,8 +49,7 @@ log = logging.getLogger("pywharf")
 _PARSE_BATCH_LINES = 64  # measured: fastest, and the least memory left fragmented
 _READ_BLOCK_BYTES = 1 << 20
 _LINES_PER_PART = 4096  # a rewrite's lines, about 1 MB, encoded and written at a time
-# One encoder for every line: `json.dumps` with `separators` builds a new one per call, which
-# was a third of rewriting a million-line journal.
+# One encoder for every line: `json.dumps` with `separators` builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _TAIL_BYTES = 64 * 1024  # a record is a few hundred bytes: a torn one is within this
 _LOGGED_TAIL_BYTES = 1024

@@ -190,17 +190,47 @@ class App:
         # The server tells how many connections it holds (the app does not know the server).
         self.open_connections: Callable[[], int] = lambda: 0
 
-    def handle(self, request: Request) -> Response:
+    def handle(self, request: Request, found: Match[RouteHandler] | None = None) -> Response:
+        """The answer to `request` (`found`: its route, when the caller matched it already)."""
         started = time.perf_counter()
         route = "unmatched"  # a bounded label: the route's pattern, never the path
         try:
-            found = ROUTES.match(request.method, request.path)
+            found = found or ROUTES.match(request.method, request.path)
             route = found.route.pattern
             response = self._dispatch(request, found)
         except Exception as error:  # the one place a failure becomes an answer
             response = error_response(error, as_json=route.startswith("/_/oidc/"))
         self.metrics.request(route, response.status, time.perf_counter() - started)
         return response
+
+    def answer_at_once(self, request: Request) -> Response | None:
+        """The answer, when it comes from memory or a local file and waits on no network, no
+        request body and no lock held by another request; else None (`handle` it on a thread).
+
+        The server's connection loop answers these itself: handing each request to a thread
+        and back cost more than the request (issue 16).
+        """
+        if request.method not in _READ or request.content_length != 0:
+            return None
+        try:
+            found = ROUTES.match(request.method, request.path)
+        except RequestError:
+            return None  # 404 and 405 are a thread's: rare, and their answer is the same
+        if found.route.handler not in _AT_ONCE or not self._reads_locally(request, found):
+            return None
+        return self.handle(request, found)
+
+    def _reads_locally(self, request: Request, found: Match[RouteHandler]) -> bool:
+        """Whether the repository the request names reads locally (a browser's session is
+        left to a thread: telling its repository means checking the cookie twice)."""
+        name = found.params.get("repo")
+        if name is None:
+            credentials = parse_basic_auth(request.header("authorization"))
+            if credentials is None:
+                return "cookie" not in request.headers  # no repository: a 401 at once
+            name = credentials[0]
+        repository = self.repositories.get(name.lower())
+        return repository is None or repository.reads_locally  # none: a 401 at once
 
     def _dispatch(self, request: Request, found: Match[RouteHandler]) -> Response:
         credentials = parse_basic_auth(request.header("authorization"))
@@ -431,6 +461,11 @@ def _to_slash(app: App, call: Call) -> Response:
 
 
 RouteHandler = Callable[[App, Call], Response]
+# What `App.answer_at_once` answers: reads of the index in memory and of local files.
+_AT_ONCE: frozenset[RouteHandler] = frozenset(
+    {package_api.root_page, package_api.to_project_page, package_api.project_page,
+     package_api.file, ops.healthz, ops.readyz}
+)  # fmt: skip
 _READ = ("GET", "HEAD")
 _POST = ("POST",)
 # A repository named in the path (`/<repo>/simple/`): the rows below the literal ones, so a

@@ -39,7 +39,9 @@ __all__ = [
     "head_bytes",
     "http_now",
     "parse_head",
+    "payload",
     "send",
+    "send_ready",
     "timeval",
 ]
 
@@ -153,6 +155,26 @@ class Connection:
             if len(self.buffer) > MAX_HEAD_BYTES:
                 raise HeadersTooLarge(f"the request headers are over {MAX_HEAD_BYTES} bytes")
             self._fill(deadline - time.monotonic())  # a slow sender is cut off at the deadline
+
+    def receive_ready(self) -> None:
+        """Take what has arrived without waiting (the connection loop reads this way); a
+        closed stream raises `Closed`."""
+        try:
+            data = self.sock.recv(HEAD_RECV_BYTES, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            raise Closed from None
+        if not data:
+            raise Closed
+        self.buffer += data
+
+    def whole_request(self) -> bytes | None:
+        """The buffered request's head, if the buffer holds exactly one bodiless request's
+        head and nothing more (anything else is read on a thread, with its time bounds)."""
+        buffer = self.buffer
+        end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
+        return bytes(buffer[:end]) if 0 <= end == len(buffer) - 4 else None
 
     def _await_request(self) -> None:
         """Wait a little for the next request; `Idle` hands the rest of the wait over."""
@@ -274,17 +296,46 @@ def send(connection: Connection, response: Response, method: str, keep_alive: bo
     body = response.body
     if isinstance(body, StreamBody):
         _send_stream(sock, head, body, send_body=method != "HEAD" and response.status != 304)
-    elif method == "HEAD" or response.status == 304:
-        sock.sendall(head)
-    elif connection.tls:
-        _send_encrypted(sock, head, body)
-    elif isinstance(body, FileBody) and body.offset + body.length <= SMALL_FILE_BYTES:
-        _send_together(sock, head, SMALL_FILES.get(body))
-    elif isinstance(body, FileBody):
-        _send_head_more(sock, head)
-        _send_file(sock, body)
+        return
+    data = payload(response, method)
+    if isinstance(body, FileBody) and data is None:  # a larger file, sent from disk
+        if connection.tls:
+            _send_encrypted(sock, head, body)
+        else:
+            _send_head_more(sock, head)
+            _send_file(sock, body)
+    elif connection.tls:  # OpenSSL takes no gathered write
+        sock.sendall(head + (data or b""))
     else:
-        _send_together(sock, head, body)
+        _send_together(sock, head, data or b"")
+
+
+def payload(response: Response, method: str) -> bytes | None:
+    """The bytes that follow the head, when they are in memory (a page, an answer, a small
+    file); None for a larger file, sent from disk, or a stream."""
+    body = response.body
+    if isinstance(body, StreamBody):
+        return None
+    if method == "HEAD" or response.status == 304:
+        return b""
+    if isinstance(body, FileBody):
+        small = body.offset + body.length <= SMALL_FILE_BYTES
+        return SMALL_FILES.get(body) if small else None
+    return body
+
+
+def send_ready(sock: socket.socket, head: bytes, body: bytes) -> bytes:
+    """Send head and body in one gathered write without waiting: what did not fit in the
+    socket's buffer comes back, for a thread to send."""
+    try:
+        sent = sock.sendmsg([head, body], [], socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        raise Closed from None
+    if sent == len(head) + len(body):
+        return b""
+    return (head + body)[sent:]
 
 
 class SmallFiles:
@@ -370,11 +421,8 @@ def _send_stream(sock: socket.socket, head: bytes, body: StreamBody, send_body: 
         body.close()
 
 
-def _send_encrypted(sock: socket.socket, head: bytes, body: bytes | FileBody) -> None:
+def _send_encrypted(sock: socket.socket, head: bytes, body: FileBody) -> None:
     """Over TLS neither sendfile nor sendmsg applies: the bytes pass through OpenSSL."""
-    if not isinstance(body, FileBody):
-        sock.sendall(head + body)
-        return
     sock.sendall(head)
     with os.fdopen(os.open(body.path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as file:
         file.seek(body.offset)

@@ -1,9 +1,12 @@
-"""Idle keep-alive connections, parked in one selector thread instead of a thread each."""
+"""Connections between requests, parked in one selector thread (the connection loop), which
+also answers the requests the app answers at once."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import functools
+import logging
 import selectors
 import socket
 import threading
@@ -13,6 +16,7 @@ from typing import Any
 
 from pywharf.app import error_response
 from pywharf.connection import RECV_BYTES
+from pywharf.connection import Connection
 from pywharf.connection import head_bytes
 from pywharf.errors import ServerBusy
 
@@ -21,6 +25,8 @@ if TYPE_CHECKING:
 
 __all__ = ["IdleConnections", "refuse"]
 
+log = logging.getLogger(__name__)
+
 SWEEP_SECONDS = 0.25  # how often parked connections are checked against their idle timeout
 RETRY_AFTER_SECONDS = 5
 REFUSED_LINGER_SECONDS = 2.0  # a refused connection's request is read and dropped this long
@@ -28,22 +34,24 @@ MAX_REFUSED_LINGERING = 128  # beyond that, refused connections are closed at on
 
 
 class _Parked:
-    """A keep-alive connection between requests."""
+    """A connection waiting for its next request."""
 
-    __slots__ = ("client_address", "since", "sock")
+    __slots__ = ("client_address", "connection", "since", "sock")
 
-    def __init__(self, sock: socket.socket, client_address: Any, since: float) -> None:
-        self.sock = sock
+    def __init__(self, connection: Connection, client_address: Any, since: float) -> None:
+        self.connection = connection
+        self.sock = connection.sock
         self.client_address = client_address
         self.since = since
 
 
 class IdleConnections:
-    """Idle keep-alive connections, watched by one selector thread instead of a thread each.
+    """Connections between requests, watched by one selector thread instead of a thread each.
 
     A thread per idle connection cost 2,000 threads and +48 MiB of RSS at 2,000 connections;
-    here one costs a selector entry. When a parked connection turns readable it gets a
-    handler thread again (`Server.resume`); one idle past `Server.idle_timeout()` is closed.
+    here one costs a selector entry. A plain connection starts here. When one turns readable,
+    `Server.answer_ready` answers it on this thread if it can, or gives it a handler thread,
+    which parks it again when it goes idle; one idle past `Server.idle_timeout()` is closed.
     Refused connections linger here too, so that their request is read before they close.
     """
 
@@ -67,13 +75,13 @@ class IdleConnections:
     def __len__(self) -> int:
         return len(self._parked)
 
-    def park(self, sock: socket.socket, client_address: Any, since: float) -> None:
+    def park(self, connection: Connection, client_address: Any, since: float) -> None:
         with self._lock:
             if not self._closed:
-                self._arriving.append(_Parked(sock, client_address, since))
+                self._arriving.append(_Parked(connection, client_address, since))
                 self._wake()
                 return
-        self._server.shutdown_request(sock)
+        self._server.shutdown_request(connection.sock)
 
     def refuse(self, sock: socket.socket, reason: str) -> None:
         """Answer an uncounted connection 503 and close it once its request is read."""
@@ -118,17 +126,23 @@ class IdleConnections:
             self._lingering[sock.fileno()] = (sock, time.monotonic() + REFUSED_LINGER_SECONDS)
 
     def _readable(self, fd: int) -> None:
-        parked = self._parked.pop(fd, None)
+        parked = self._parked.get(fd)
         if parked is None:
             sock, _ = self._lingering[fd]
             if not _drained(sock):
                 self._stop_lingering(fd)
             return
+        try:
+            leave = self._server.answer_ready(parked.connection, parked.client_address)
+        except Exception:  # this thread serves every parked connection: it must go on
+            log.exception("internal error on the connection loop")
+            leave = functools.partial(self._server.shutdown_request, parked.sock)
+        if leave is None:  # answered; it waits for its next request here
+            parked.since = time.monotonic()
+            return
+        del self._parked[fd]
         self._selector.unregister(parked.sock)
-        if _peer_closed(parked.sock):  # no thread just to read the end of the stream
-            self._server.shutdown_request(parked.sock)
-        else:
-            self._server.resume(parked.sock, parked.client_address)
+        leave()
 
     def _sweep(self, now: float) -> None:
         for fd, parked in list(self._parked.items()):
@@ -174,15 +188,6 @@ def _drained(sock: socket.socket) -> bool:
         return True
     except OSError:
         return False
-
-
-def _peer_closed(sock: socket.socket) -> bool:
-    try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
 
 
 def refuse(sock: socket.socket, reason: str) -> None:

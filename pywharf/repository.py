@@ -126,6 +126,11 @@ class Repository(WebQueries):
         """The index was loaded and the store answered the last sync (/readyz)."""
         return self.health.last_success > 0 and not self.health.failing
 
+    @property
+    def reads_locally(self) -> bool:
+        """Its reads wait on no network: the backend's are local and no upstream is fetched."""
+        return self.backend.reads_locally and not self.upstream.settings.url
+
     def permission(self, secret: str, needed: Permission) -> Permission:
         return self.auth.permission(secret, needed, self.backend.authorize)
 

@@ -1,13 +1,16 @@
 """The HTTP shell: sockets in, `App.handle`, bytes out. The only module that imports http.server.
 
 A `ThreadingHTTPServer` (the product owner's choice) with our own connection handling
-(`connection`), idle connections parked in one thread (`idle`), optional TLS (`tls`) and the
-access log (`access_log`).
+(`connection`), connections between requests parked in one thread that also answers reads
+from memory (`idle`), handler threads for the rest, optional TLS (`tls`) and the access log
+(`access_log`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -18,6 +21,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from types import FrameType
 from typing import Any
@@ -33,6 +37,7 @@ from pywharf.connection import Closed
 from pywharf.connection import Connection
 from pywharf.connection import Idle
 from pywharf.connection import RequestBody
+from pywharf.connection import head_bytes
 from pywharf.connection import http_now
 from pywharf.connection import parse_head
 from pywharf.connection import send
@@ -57,29 +62,67 @@ FD_HEADROOM = 64
 ACCEPT_BACKOFF_SECONDS = 0.5
 
 
+@dataclass(frozen=True)
+class Unfinished:
+    """An answer the connection loop began and a thread finishes, then logs: one sent from a
+    file or a stream (`rest` None: nothing of it is sent yet), or the `rest` of one that the
+    socket's buffer could not take at once."""
+
+    response: Response
+    method: str
+    path: str
+    keep_alive: bool
+    started: float
+    rest: bytes | None
+
+
 class Handler(socketserver.BaseRequestHandler):
-    """A connection's requests, in a loop while they come; `idle_since` set: it went idle."""
+    """A connection's requests, in a loop while they come; `idle_since` set: it went idle.
+
+    `connection`: a plain connection the connection loop hands over (None: a new TLS one),
+    with what it read and perhaps an answer to finish.
+    """
 
     server: Server
     request: socket.socket
     idle_since: float | None = None
 
+    def __init__(
+        self, request: socket.socket, client_address: Any, server: Server,
+        connection: Connection | None = None, unfinished: Unfinished | None = None,
+    ) -> None:  # fmt: skip
+        self.connection = connection
+        self.unfinished = unfinished
+        super().__init__(request, client_address, server)
+
     def handle(self) -> None:
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.server.tls is not None:
+        if self.connection is None:
+            assert self.server.tls is not None, "plain connections start in the connection loop"
             self._handle_tls(self.server.tls)
             return
-        self._serve(Connection(self.request))
+        self._serve(self.connection)
 
     def _serve(self, connection: Connection) -> None:
         client = self.client_address[0]
         try:
-            while self._one(connection, client):
-                pass
+            if self.unfinished is None or self._finish(connection, self.unfinished, client):
+                while self._one(connection, client):
+                    pass
         except Idle as idle:
             self.idle_since = idle.since  # nothing is buffered: the connection may be parked
         except (Closed, OSError):
             pass
+
+    def _finish(self, connection: Connection, unfinished: Unfinished, client: str) -> bool:
+        response, method = unfinished.response, unfinished.method
+        try:
+            if unfinished.rest is None:
+                send(connection, response, method, unfinished.keep_alive)
+            else:
+                connection.sock.sendall(unfinished.rest)
+        finally:
+            self.server.log_access(client, response, method, unfinished.path, unfinished.started)
+        return unfinished.keep_alive
 
     def _handle_tls(self, tls: TLSContext) -> None:
         """Handshake on this thread (a slow client never holds up accepting), then serve."""
@@ -105,6 +148,7 @@ class Handler(socketserver.BaseRequestHandler):
             pass  # a failed handshake (ssl.SSLError is an OSError) closes the connection
         finally:
             secured.close()  # wrap_socket took the descriptor: the original is detached
+            self.idle_since = None  # never parked: closed at its idle timeout
 
     def _one(self, connection: Connection, client: str) -> bool:
         started = time.monotonic()
@@ -206,34 +250,92 @@ class Server(ThreadingHTTPServer):
             self._spare_fd = _open_spare()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """A new connection: a handler thread, or a 503 when `max_connections` are open."""
+        """A new connection: to the connection loop (TLS: a handler thread), or a 503 when
+        `max_connections` are open."""
         with self._count_lock:
             admitted = self.connections < self.max_connections
             if admitted:
                 self.connections += 1
-        if admitted:
-            self.resume(request, client_address)
-        else:
+        if not admitted:
             reason = f"the server is at its limit of {self.max_connections} connections"
             self.idle.refuse(request, reason)
+            return
+        with contextlib.suppress(OSError):  # already reset: its first read will say so
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            self._thread(request, client_address, None)
+        else:
+            self.idle.park(Connection(request), client_address, time.monotonic())
 
-    def resume(self, request: socket.socket, client_address: Any) -> None:
+    def answer_ready(
+        self, connection: Connection, client_address: Any
+    ) -> Callable[[], None] | None:
+        """A parked connection turned readable; on the connection loop's thread.
+
+        A request the app answers at once, from memory, is answered here when the socket's
+        buffer takes the whole answer, and the connection stays parked (None): no thread
+        hand-off, which cost more than the request itself (issue 16). Anything else returns
+        what to do once the connection has left the loop: give it a thread, or close it.
+        """
+        to_thread = functools.partial(self._thread, connection.sock, client_address, connection)
+        try:
+            connection.receive_ready()
+        except Closed:
+            return functools.partial(self.shutdown_request, connection.sock)
+        head = connection.whole_request()
+        if head is None:
+            return to_thread if connection.buffer else None  # None: woken for nothing
+        started = time.monotonic()
+        try:
+            request, keep_alive = parse_head(head, connection)
+        except RequestError:
+            return to_thread  # a thread answers the error, from its own parse
+        request.client = client_address[0]
+        response = self.app.answer_at_once(request)
+        if response is None:
+            return to_thread
+        connection.buffer.clear()
+        keep_alive = keep_alive and not response.close
+        method, path = request.method, request.path
+        try:
+            data = wire.payload(response, method)
+            head = head_bytes(response, method, keep_alive)
+            rest = None if data is None else wire.send_ready(connection.sock, head, data)
+        except Closed:
+            self.log_access(request.client, response, method, path, started)
+            return functools.partial(self.shutdown_request, connection.sock)
+        if rest != b"":  # a file, a stream, or more than the socket took: a thread sends it
+            return functools.partial(to_thread, Unfinished(
+                response, method, path, keep_alive, started, rest))  # fmt: skip
+        self.log_access(request.client, response, method, path, started)
+        return None if keep_alive else functools.partial(self.shutdown_request, connection.sock)
+
+    def _thread(
+        self, sock: socket.socket, client_address: Any, connection: Connection | None,
+        unfinished: Unfinished | None = None,
+    ) -> None:  # fmt: skip
         """Give a counted connection a handler thread."""
+        thread = threading.Thread(
+            target=self._handle, args=(sock, client_address, connection, unfinished), daemon=True
+        )
         try:
-            super().process_request(request, client_address)  # ThreadingMixIn: a new thread
+            thread.start()
         except RuntimeError:  # "can't start new thread": a thread limit or no memory
-            self.shutdown_request(request)
+            self.shutdown_request(sock)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """ThreadingMixIn's, except that a connection gone idle is parked, not closed."""
-        idle_since = None
+    def _handle(
+        self, sock: socket.socket, client_address: Any, connection: Connection | None,
+        unfinished: Unfinished | None,
+    ) -> None:  # fmt: skip
+        """A handler thread's life: the connection's requests, then it is parked or closed."""
+        handler = None
         try:
-            idle_since = Handler(request, client_address, self).idle_since
+            handler = Handler(sock, client_address, self, connection, unfinished)
         finally:
-            if idle_since is None:
-                self.shutdown_request(request)
+            if handler is None or handler.idle_since is None or handler.connection is None:
+                self.shutdown_request(sock)
             else:
-                self.idle.park(request, client_address, idle_since)
+                self.idle.park(handler.connection, client_address, handler.idle_since)
 
     def shutdown_request(self, request: Any) -> None:
         super().shutdown_request(request)

@@ -170,6 +170,11 @@ class Backend(Protocol):
     def auth_checks_per_second(self) -> float | None:
         """How many `authorize` calls per second the auth cache allows (None: they are free)."""
 
+    @property
+    def reads_locally(self) -> bool:
+        """`authorize`, `open` and `open_metadata` never wait on a network: the server's
+        connection loop may then answer this repository's reads itself, with no thread."""
+
     def authorize(self, secret: str) -> Permission: ...
 
     def read_index(self, cursor: Any) -> IndexUpdate | None:

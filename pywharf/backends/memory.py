@@ -87,6 +87,7 @@ class MemoryBackend:
 
     SETTINGS = SETTINGS  # the file_system's keys: read and write secrets, limits
     auth_checks_per_second = None  # comparing two strings costs nothing
+    reads_locally = True  # everything in this process
 
     def __init__(self, config: RepositoryConfig, root: Path, admin_secret: str | None) -> None:
         self.settings = typed_settings(config, FileSystemSettings)

@@ -199,6 +199,7 @@ class S3Backend:
 
     SETTINGS = SETTINGS
     auth_checks_per_second = None  # comparing two strings costs nothing
+    reads_locally = False  # a proxied download streams from the store
 
     def __init__(
         self,

@@ -216,13 +216,13 @@ class App:
             found = ROUTES.match(request.method, request.path)
         except RequestError:
             return None  # 404 and 405 are a thread's: rare, and their answer is the same
-        if found.route.handler not in _AT_ONCE or not self._reads_locally(request, found):
+        if found.route.handler not in _AT_ONCE or not self._at_once(request, found):
             return None
         return self.handle(request, found)
 
-    def _reads_locally(self, request: Request, found: Match[RouteHandler]) -> bool:
-        """Whether the repository the request names reads locally (a browser's session is
-        left to a thread: telling its repository means checking the cookie twice)."""
+    def _at_once(self, request: Request, found: Match[RouteHandler]) -> bool:
+        """Whether the repository the request names answers it without a network (a browser's
+        session is left to a thread: telling its repository means checking the cookie twice)."""
         name = found.params.get("repo")
         if name is None:
             credentials = parse_basic_auth(request.header("authorization"))
@@ -230,7 +230,9 @@ class App:
                 return "cookie" not in request.headers  # no repository: a 401 at once
             name = credentials[0]
         repository = self.repositories.get(name.lower())
-        return repository is None or repository.reads_locally  # none: a 401 at once
+        if repository is None:
+            return True  # a 401, at once
+        return repository.answers_at_once(file=found.route.handler is package_api.file)
 
     def _dispatch(self, request: Request, found: Match[RouteHandler]) -> Response:
         credentials = parse_basic_auth(request.header("authorization"))

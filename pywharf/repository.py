@@ -126,10 +126,12 @@ class Repository(WebQueries):
         """The index was loaded and the store answered the last sync (/readyz)."""
         return self.health.last_success > 0 and not self.health.failing
 
-    @property
-    def reads_locally(self) -> bool:
-        """Its reads wait on no network: the backend's are local and no upstream is fetched."""
-        return self.backend.reads_locally and not self.upstream.settings.url
+    def answers_at_once(self, file: bool) -> bool:
+        """Whether a page (or with `file`, a download) waits on no network: secrets are checked
+        for free, no upstream is fetched from, and a file is opened locally."""
+        if self.backend.auth_checks_per_second is not None or self.upstream.settings.url:
+            return False
+        return self.backend.reads_locally or not file
 
     def permission(self, secret: str, needed: Permission) -> Permission:
         return self.auth.permission(secret, needed, self.backend.authorize)

@@ -172,8 +172,9 @@ class Backend(Protocol):
 
     @property
     def reads_locally(self) -> bool:
-        """`authorize`, `open` and `open_metadata` never wait on a network: the server's
-        connection loop may then answer this repository's reads itself, with no thread."""
+        """`open` and `open_metadata` never wait on a network (a local file, a redirect made
+        here): the server's connection loop may then answer downloads itself, with no thread
+        (pages need only free `authorize` calls: `auth_checks_per_second` None)."""
 
     def authorize(self, secret: str) -> Permission: ...
 

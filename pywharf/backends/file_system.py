@@ -98,7 +98,7 @@ class FileSystemBackend:
 
     SETTINGS = SETTINGS
     auth_checks_per_second = None  # comparing two strings costs nothing
-    reads_locally = True  # files on a local disk, secrets compared in memory
+    reads_locally = True  # files on a local disk
 
     def __init__(self, config: RepositoryConfig, root: Path, admin_secret: str | None) -> None:
         self.settings = typed_settings(config, FileSystemSettings)

@@ -127,7 +127,7 @@ class GitHubBackend:
 
     SETTINGS = SETTINGS
     auth_checks_per_second = AUTH_CHECKS_PER_SECOND
-    reads_locally = False  # a new secret is checked with GitHub
+    reads_locally = False  # a file is fetched from GitHub's release assets
 
     @storage_errors(callers_token=False)
     def __init__(

@@ -199,7 +199,6 @@ class S3Backend:
 
     SETTINGS = SETTINGS
     auth_checks_per_second = None  # comparing two strings costs nothing
-    reads_locally = False  # a proxied download streams from the store
 
     def __init__(
         self,
@@ -220,6 +219,7 @@ class S3Backend:
         self.max_file_bytes = settings.max_file_bytes
         self.sync_index_interval = settings.sync_index_interval
         self.download = settings.download
+        self.reads_locally = self.download != "proxy"  # a redirect is signed here
         try:
             self._layout = Layout(settings.prefix)
             location = S3Location(

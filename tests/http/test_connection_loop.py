@@ -154,8 +154,9 @@ def test_a_file_too_large_to_hold_in_memory_is_sent_by_a_thread(
 
 
 def test_the_loop_answers_only_what_waits_on_nothing(tmp_path: Path) -> None:
-    """`App.answer_at_once`: index reads of a repository that reads locally; None for a body,
-    another route, a browser's session, or a repository with an upstream to fetch from."""
+    """`App.answer_at_once`: index reads that wait on no network; None for a body, another
+    route, a browser's session, a repository with an upstream to fetch from, or a download
+    from a backend that does not read locally."""
     config = """
 [local]
 type = "file_system"
@@ -191,3 +192,7 @@ upstream_url = "http://127.0.0.1:9/simple/"
     assert not at_once("GET", "/simple/", user="proxied")  # its pages may be fetched upstream
     assert not at_once("GET", "/proxied/simple/demo/", user=None)
     assert not at_once("GET", "/no/such/route/")
+    # A backend whose files come over a network (S3 proxying them): its pages only.
+    app.repositories["local"].backend.reads_locally = False  # type: ignore[misc]
+    assert at_once("GET", "/simple/demo/")
+    assert not at_once("GET", "/simple/demo/demo-1.0.tar.gz")

@@ -38,7 +38,9 @@ from pywharf.index import gc_paused
 __all__ = ["JournalSnapshot", "decode", "encode", "replayed"]
 
 _FIELDS = len(FileRecord._fields)
-TAG = f"pywharf journal snapshot 1, marshal 4, {_FIELDS} record fields\n".encode()
+# Records as `FileRecord` stores them (digests as bytes, trailing Nones left out): format 2.
+TAG = f"pywharf journal snapshot 2, marshal 4, {_FIELDS} record fields\n".encode()
+_RECORD_LENGTHS = frozenset(range(6, _FIELDS + 1))  # the required fields, then optional ones
 _MARSHAL_VERSION = 4  # read by every Python from 3.4 on
 _DIGEST_BYTES = 32
 _LENGTH_BYTES = 4
@@ -66,7 +68,7 @@ def encode(snapshot: JournalSnapshot) -> list[bytes]:
     chunks = [marshal.dumps(head, _MARSHAL_VERSION)]
     for start in range(0, len(image.projects), _PROJECTS_PER_CHUNK):
         batch = image.projects[start : start + _PROJECTS_PER_CHUNK]
-        # marshal takes plain tuples only, not NamedTuples.
+        # marshal takes plain tuples only: each record's as it is stored.
         plain = tuple((p.name, p.status and tuple(p.status), tuple(map(tuple, p.files)))
                       for p in batch)  # fmt: skip
         chunks.append(marshal.dumps(plain, _MARSHAL_VERSION))
@@ -120,7 +122,8 @@ def _decode(chunks: Iterator[memoryview]) -> JournalSnapshot | None:
 
 def _project(plain: tuple[Any, ...]) -> Project:
     name, status, files = plain
-    if not isinstance(name, str) or set(map(len, files)) != {_FIELDS}:  # one file at least
+    lengths = set(map(len, files))
+    if not isinstance(name, str) or not lengths or not lengths <= _RECORD_LENGTHS:
         raise ValueError(f"project {name!r} is malformed")
     records = tuple(map(_new_record, files))
     return Project(NormalizedName(name), records, Status(*status) if status else None)

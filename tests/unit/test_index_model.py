@@ -6,8 +6,11 @@ served from bytes afterwards, and no request lists or re-reads the backend (issu
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 import random
+import sys
 import threading
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 from factory import make_sdist
 from factory import make_wheel
+from packaging.utils import NormalizedName
 from support import build_app
 from support_upload import app_get
 from support_upload import app_upload
@@ -191,6 +195,46 @@ def test_events_round_trip_through_json(event: Any) -> None:
 def test_a_record_with_every_field_round_trips() -> None:
     full = FileRecord("f-1.0.tar.gz", "f", "1.0", "d" * 64, 3, 1.5, ">=3.9", "e" * 64, "")  # type: ignore[arg-type]
     assert event_from_json(event_to_json(Add(full))) == Add(full)
+
+
+# --- the record's storage ----------------------------------------------------------------------
+
+DIGEST = "0123456789abcdef" * 4
+
+
+def test_a_record_stores_sha256_digests_as_32_bytes_and_reads_them_as_hex() -> None:
+    plain = FileRecord("f-1.0.tar.gz", "f", "1.0", DIGEST, 3, 1.5, ">=3.9", DIGEST[::-1])  # type: ignore[arg-type]
+    assert plain[3] == bytes.fromhex(DIGEST) and plain[7] == bytes.fromhex(DIGEST[::-1])
+    assert (plain.sha256, plain.metadata_sha256) == (DIGEST, DIGEST[::-1])
+    assert sys.getsizeof(plain[3]) < sys.getsizeof(DIGEST)  # 65 bytes against 113
+
+
+@pytest.mark.parametrize("given", ["a", DIGEST.upper(), "z" * 64, DIGEST + "0"])
+def test_a_digest_that_is_not_64_lowercase_hex_digits_reads_back_exactly(given: str) -> None:
+    assert FileRecord("f-1.0.tar.gz", "f", "1.0", given, 3, 1.5).sha256 == given  # type: ignore[arg-type]
+
+
+def test_a_record_leaves_out_its_trailing_unset_fields() -> None:
+    plain = FileRecord("f-1.0.tar.gz", "f", "1.0", DIGEST, 3, 1.5, ">=3.9")  # type: ignore[arg-type]
+    assert len(plain) == 7 and sys.getsizeof(plain) == sys.getsizeof(tuple(range(7)))
+    assert (plain.yanked, plain.origin, plain.stored_time, plain.provenance) == (None,) * 4
+    assert (plain.metadata_sha256, plain.summary) == (None, None)
+    yanked = plain._replace(yanked="broken")
+    assert len(yanked) == 9 and yanked.yanked == "broken" and yanked.requires_python == ">=3.9"
+    assert yanked._replace(yanked=None) == plain  # the same value, whichever way it was made
+    bare = FileRecord("f-1.0.tar.gz", "f", "1.0", DIGEST, 3, 1.5)  # type: ignore[arg-type]
+    assert len(bare) == 6 and bare.requires_python is None
+
+
+def test_a_record_keeps_the_named_tuple_interface() -> None:
+    name = NormalizedName("f")
+    full = FileRecord("f-1.0.tar.gz", name, "1.0", DIGEST, 3, 1.5, ">=3.9", DIGEST, "", "upstream",
+                      2.5, "A summary", "{}")  # fmt: skip
+    assert list(full._asdict()) == list(FileRecord._fields) and len(FileRecord._fields) == 13
+    assert full._asdict()["sha256"] == DIGEST and full.to_json()["summary"] == "A summary"
+    assert FileRecord.from_json(full.to_json()) == full
+    assert copy.deepcopy(full) == full and pickle.loads(pickle.dumps(full)) == full
+    assert repr(full).startswith("FileRecord(filename='f-1.0.tar.gz', project='f',")
 
 
 # --- the regression guard ----------------------------------------------------------------------

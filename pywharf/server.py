@@ -277,38 +277,44 @@ class Server(ThreadingHTTPServer):
         hand-off, which cost more than the request itself (issue 16). Anything else returns
         what to do once the connection has left the loop: give it a thread, or close it.
         """
-        to_thread = functools.partial(self._thread, connection.sock, client_address, connection)
         try:
             connection.receive_ready()
         except Closed:
             return functools.partial(self.shutdown_request, connection.sock)
         head = connection.whole_request()
-        if head is None:
-            return to_thread if connection.buffer else None  # None: woken for nothing
+        if head is None:  # None: woken for nothing
+            return self._to_thread(connection, client_address) if connection.buffer else None
         started = time.monotonic()
         try:
             request, keep_alive = parse_head(head, connection)
-        except RequestError:
-            return to_thread  # a thread answers the error, from its own parse
+        except RequestError:  # a thread answers the error, from its own parse
+            return self._to_thread(connection, client_address)
         request.client = client_address[0]
         response = self.app.answer_at_once(request)
         if response is None:
-            return to_thread
+            return self._to_thread(connection, client_address)
         connection.buffer.clear()
         keep_alive = keep_alive and not response.close
         method, path = request.method, request.path
         try:
             data = wire.payload(response, method)
-            head = head_bytes(response, method, keep_alive)
-            rest = None if data is None else wire.send_ready(connection.sock, head, data)
+            answer_head = head_bytes(response, method, keep_alive)
+            rest = None if data is None else wire.send_ready(connection.sock, answer_head, data)
         except Closed:
             self.log_access(request.client, response, method, path, started)
             return functools.partial(self.shutdown_request, connection.sock)
         if rest != b"":  # a file, a stream, or more than the socket took: a thread sends it
-            return functools.partial(to_thread, Unfinished(
-                response, method, path, keep_alive, started, rest))  # fmt: skip
+            unfinished = Unfinished(response, method, path, keep_alive, started, rest)
+            return self._to_thread(connection, client_address, unfinished)
         self.log_access(request.client, response, method, path, started)
         return None if keep_alive else functools.partial(self.shutdown_request, connection.sock)
+
+    def _to_thread(
+        self, connection: Connection, client_address: Any, unfinished: Unfinished | None = None
+    ) -> Callable[[], None]:
+        return functools.partial(
+            self._thread, connection.sock, client_address, connection, unfinished
+        )
 
     def _thread(
         self, sock: socket.socket, client_address: Any, connection: Connection | None,

@@ -25,12 +25,14 @@ from support import build_app
 from support_upload import app_get
 from support_upload import app_upload
 
+import pywharf.index
 from pywharf.app import App
 from pywharf.index import Add
 from pywharf.index import Delete
 from pywharf.index import Event
 from pywharf.index import FileRecord
 from pywharf.index import Index
+from pywharf.index import Listing
 from pywharf.index import Yank
 from pywharf.index import event_from_json
 from pywharf.index import event_to_json
@@ -95,7 +97,6 @@ def test_a_change_replaces_only_the_touched_project() -> None:
 
 
 def test_the_listing_stays_sorted_as_projects_come_and_go_a_few_or_many_at_a_time() -> None:
-    # A few new names are inserted into the sorted listing, many are sorted with the rest.
     generator = random.Random(16)
     index = Index()
     for _ in range(200):
@@ -109,6 +110,26 @@ def test_the_listing_stays_sorted_as_projects_come_and_go_a_few_or_many_at_a_tim
                 events.append(Delete(name, filename))  # type: ignore[arg-type]
         index.apply(events)
         assert index.listing.names == tuple(sorted(p for p in {r.project for r in index.records()}))
+
+
+def test_new_projects_are_sorted_into_the_listing_when_it_is_read_not_at_each_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    index = Index([A1])
+    built: list[tuple[str, ...]] = []
+
+    def counted(names: tuple[NormalizedName, ...]) -> Listing:
+        built.append(names)
+        return Listing(names)
+
+    monkeypatch.setattr(pywharf.index, "Listing", counted)
+    for number in range(50):  # an upload of a new project each
+        index.apply([Add(record(f"p{number}-1.0.tar.gz", project=f"p{number}"))])
+    index.apply([Add(record("foo-3.0.tar.gz", version="3.0"))])  # no new name
+    assert built == []
+    expected = tuple(sorted(["foo", *(f"p{n}" for n in range(50))]))
+    assert index.listing.names == expected and index.listing.names == expected
+    assert built == [expected]  # sorted once, at the first read
 
 
 def test_yank_and_unyank() -> None:

@@ -121,8 +121,8 @@ class FileRecord(tuple):  # type: ignore[type-arg]
 
     A server holds one per file, a million of them for a large upstream cache, so each takes
     what it needs: sha256 digests are stored as 32 bytes, and the rarely set fields at the end
-    are left out while they are None. A million-file index took 493 MiB with the 13-field
-    NamedTuple and hex strings. Readers see the NamedTuple's fields and types unchanged.
+    are left out while they are None: a million-file server's RSS went from 493 MiB (the
+    13-field NamedTuple, hex strings) to 393. Readers see the NamedTuple's fields and types.
     """
 
     __slots__ = ()

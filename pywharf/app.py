@@ -204,8 +204,8 @@ class App:
         return response
 
     def answer_at_once(self, request: Request) -> Response | None:
-        """The answer, when it comes from memory or a local file and waits on no network, no
-        request body and no lock held by another request; else None (`handle` it on a thread).
+        """The answer, when it comes from memory or a local file and waits on no network and no
+        request body; else None (`handle` it on a thread).
 
         The server's connection loop answers these itself: handing each request to a thread
         and back cost more than the request (issue 16).

@@ -321,6 +321,18 @@ class BackendContract:
             record = self.put(backend, credential, path)
             assert fetch(backend.open(record)) == path.read_bytes()
 
+    def test_a_backend_that_reads_locally_never_streams_a_download(
+        self, backend: Backend, credential: str, dists: dict[str, Path]
+    ) -> None:
+        """`reads_locally` lets the connection loop answer downloads: a stream would make it
+        wait on a network."""
+        assert isinstance(backend.reads_locally, bool)
+        record = self.put(backend, credential, dists["wheel"])
+        for download in (backend.open(record), backend.open_metadata(record)):
+            if isinstance(download, Streamed):
+                download.close()
+                assert not backend.reads_locally
+
     def test_open_metadata_gives_the_wheel_metadata(
         self, backend: Backend, credential: str, dists: dict[str, Path]
     ) -> None:

@@ -153,6 +153,27 @@ def test_a_file_too_large_to_hold_in_memory_is_sent_by_a_thread(
     assert unfinished is not None and unfinished.rest is None  # nothing sent by the loop
 
 
+def test_a_head_request_and_a_not_modified_answer_stay_on_the_loop(
+    served: Served, tmp_path: Path
+) -> None:
+    """Neither sends a body: even a large file's HEAD and a 304 are the loop's."""
+    (tmp_path / "big").mkdir()
+    big = make_wheel(tmp_path / "big", "big-pkg", "1.0", payload_bytes=200_000)
+    assert served.live.app is not None
+    assert app_upload(served.live.app, big).status == 200
+    stored = next((served.live.root / "cache" / "local").rglob("big_pkg-1.0-*.whl"))
+    with raw_connect(served.live) as sock:
+        sock.sendall(get(f"/simple/big-pkg/{stored.name}").replace(b"GET", b"HEAD", 1))
+        status, headers, _ = read_response(sock, "HEAD")
+        assert status == 200 and int(headers["content-length"]) == stored.stat().st_size
+        sock.sendall(get("/simple/big-pkg/"))
+        status, headers, _ = read_response(sock)
+        etag = headers["etag"]
+        sock.sendall(get("/simple/big-pkg/", f"If-None-Match: {etag}\r\n"))
+        assert read_response(sock)[0] == 304
+    assert served.threads == []
+
+
 def test_the_loop_answers_only_what_waits_on_nothing(tmp_path: Path) -> None:
     """`App.answer_at_once`: index reads that wait on no network; None for a body, another
     route, a browser's session, a repository with an upstream to fetch from, or a download

@@ -67,6 +67,15 @@ def wheel_path(live: Live) -> tuple[str, bytes]:
     return f"/simple/demo-pkg/{stored.name}", stored.read_bytes()
 
 
+def stored_big_file(served: Served, tmp_path: Path) -> Path:
+    """A wheel over the 64 KiB kept in memory, uploaded; its stored path."""
+    (tmp_path / "big").mkdir()
+    big = make_wheel(tmp_path / "big", "big-pkg", "1.0", payload_bytes=200_000)
+    assert served.live.app is not None
+    assert app_upload(served.live.app, big).status == 200
+    return next((served.live.root / "cache" / "local").rglob("big_pkg-1.0-*.whl"))
+
+
 def test_reads_from_memory_are_answered_on_the_loop_without_a_thread(served: Served) -> None:
     file_path, content = wheel_path(served.live)
     with raw_connect(served.live) as sock:
@@ -140,11 +149,7 @@ def test_a_file_too_large_to_hold_in_memory_is_sent_by_a_thread(
     served: Served, tmp_path: Path
 ) -> None:
     """Over 64 KiB a file goes out by sendfile, which may wait: never on the loop."""
-    (tmp_path / "big").mkdir()
-    big = make_wheel(tmp_path / "big", "big-pkg", "1.0", payload_bytes=200_000)
-    assert served.live.app is not None
-    assert app_upload(served.live.app, big).status == 200
-    stored = next((served.live.root / "cache" / "local").rglob("big_pkg-1.0-*.whl"))
+    stored = stored_big_file(served, tmp_path)
     with raw_connect(served.live) as sock:
         sock.sendall(get(f"/simple/big-pkg/{stored.name}"))
         status, _, body = read_response(sock)
@@ -157,11 +162,7 @@ def test_a_head_request_and_a_not_modified_answer_stay_on_the_loop(
     served: Served, tmp_path: Path
 ) -> None:
     """Neither sends a body: even a large file's HEAD and a 304 are the loop's."""
-    (tmp_path / "big").mkdir()
-    big = make_wheel(tmp_path / "big", "big-pkg", "1.0", payload_bytes=200_000)
-    assert served.live.app is not None
-    assert app_upload(served.live.app, big).status == 200
-    stored = next((served.live.root / "cache" / "local").rglob("big_pkg-1.0-*.whl"))
+    stored = stored_big_file(served, tmp_path)
     with raw_connect(served.live) as sock:
         sock.sendall(get(f"/simple/big-pkg/{stored.name}").replace(b"GET", b"HEAD", 1))
         status, headers, _ = read_response(sock, "HEAD")

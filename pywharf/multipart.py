@@ -180,6 +180,13 @@ class MultipartDecoder:
         """Mark the end of input; a body cut off before its closing delimiter is then an error."""
         self._eof = True
 
+    def size_if_last(self, unread: int) -> int:
+        """Just after a `File` event: the file's length if it is the body's last part and the
+        body ends as requests, requests-toolbelt (twine) and reqwest (uv) end it, with the
+        close-delimiter and a CRLF (tests/data/captures). `unread`: the body's bytes not fed
+        yet. A guess: only the file's real end tells."""
+        return len(self._buffer) + unread - len(self._delimiter) - len(b"--\r\n")
+
     def next_event(self) -> MultipartEvent:
         """The next event, or NEED_DATA; after END it returns NEED_DATA for ever."""
         if self._error is not None:

@@ -148,6 +148,7 @@ class _Form:
     hashes: _Digests = field(default_factory=lambda: _Digests(set(), threaded=False))
     threaded_hashing: bool = False
     length: int = 0  # the request's Content-Length: the most the file can be
+    unread: int = 0  # the body's bytes not read yet
     early: EarlyStore | None = None  # the file, stored while it arrives
 
     def first(self, name: str) -> str:
@@ -173,7 +174,7 @@ def _check_length(request: Request, max_file_bytes: int) -> int:
     return request.content_length
 
 
-def _start_file(form: _Form, event: multipart.File) -> None:
+def _start_file(form: _Form, event: multipart.File, size_if_last: int) -> None:
     if form.filename is not None:
         raise BadRequest("the upload has more than one 'content' file")
     check_storable_filename(event.filename)  # before its bytes are received
@@ -182,12 +183,12 @@ def _start_file(form: _Form, event: multipart.File) -> None:
     # computed afterwards from the spool file (twine and uv send the fields first).
     names = {"sha256_digest"} | (form.fields.keys() & _DIGESTS.keys())
     form.hashes = _Digests(names, form.threaded_hashing)
-    arriving = _arriving(form, event.filename)
+    arriving = _arriving(form, event.filename, size_if_last)
     if arriving is not None and form.start_early is not None:
         form.early = form.start_early(arriving)
 
 
-def _arriving(form: _Form, filename: str) -> ArrivingFile | None:
+def _arriving(form: _Form, filename: str, size_if_last: int) -> ArrivingFile | None:
     """The file as far as the fields before it tell (None: too little to store it early).
 
     Only with a sha256 declared first (twine and uv send it first): the store must know the
@@ -204,7 +205,9 @@ def _arriving(form: _Form, filename: str) -> ArrivingFile | None:
         return None  # refused with its reason once the upload is checked
     if distribution.project != normalize_project_name(name):
         return None
-    return ArrivingFile(form.spool, distribution.project, filename, sha256[0], form.length)
+    return ArrivingFile(
+        form.spool, distribution.project, filename, sha256[0], form.length, size_if_last
+    )
 
 
 def _receive(request: Request, sink: BinaryIO, max_file_bytes: int, form: _Form) -> None:
@@ -213,10 +216,11 @@ def _receive(request: Request, sink: BinaryIO, max_file_bytes: int, form: _Form)
     limits = replace(multipart.UPLOAD_LIMITS, max_file_bytes=max_file_bytes)
     decoder = multipart.MultipartDecoder(boundary, limits)
     form.threaded_hashing = length >= THREADED_HASHING_BYTES
-    form.length = length
+    form.length = form.unread = length
     in_content = False
     try:
         for chunk in _body_chunks(request, length):
+            form.unread -= len(chunk)
             decoder.feed(chunk)
             in_content = _drain(decoder, form, sink, in_content)
         decoder.end()
@@ -240,7 +244,7 @@ def _drain(
         elif isinstance(event, multipart.File):
             in_content = event.name == "content"  # gpg_signature and others are not kept
             if in_content:
-                _start_file(form, event)
+                _start_file(form, event, decoder.size_if_last(form.unread))
         elif in_content and isinstance(event, multipart.Data):
             _spool(write_all, sink, event.data)
             form.size += len(event.data)

@@ -106,6 +106,9 @@ class ArrivingFile:
     filename: str
     sha256: str  # as the client declared it: checked before anything becomes visible
     max_bytes: int  # the most it can grow to (the request's length)
+    # Its length if it is the form's last part, as twine and uv send it (None: unknown); a
+    # guess, so a backend may send it as one object of that length, and store it again if not.
+    size_if_last: int | None = None
 
 
 class EarlyStore(Protocol):

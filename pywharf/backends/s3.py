@@ -73,6 +73,8 @@ from pywharf.clients.s3_core import MULTIPART_THRESHOLD
 from pywharf.clients.s3_core import PART_BYTES
 from pywharf.clients.s3_core import ListedObject
 from pywharf.clients.s3_core import ObjectInfo
+from pywharf.clients.s3_growing import MAX_PUT_BYTES
+from pywharf.clients.s3_growing import GrowingPut
 from pywharf.clients.s3_multipart import GrowingUpload
 from pywharf.clients.sigv4 import MAX_PRESIGN_EXPIRES
 from pywharf.clients.sigv4 import Credentials
@@ -262,14 +264,21 @@ class S3Backend:
     ) -> list[FileRecord | DistributionExists]:
         return put_each(self, uploads, credential)
 
-    def store_early(self, arriving: ArrivingFile) -> GrowingUpload | None:
-        """A large file is sent in parts while it arrives, and completed by `put` only once
-        verified (`If-None-Match: *`): its object carries the declared sha256 and is marked
-        `PARTIAL_RECORD`, the rest of the record (from the wheel) being unknown yet."""
+    def store_early(self, arriving: ArrivingFile) -> GrowingPut | GrowingUpload | None:
+        """A large file is sent while it arrives, and finished by `put` only once verified
+        (`If-None-Match: *`): its object carries the declared sha256 and is marked
+        `PARTIAL_RECORD`, the rest of the record (from the wheel) being unknown yet. One PUT
+        when its length is known (the form's last part), else parts."""
         if arriving.max_bytes <= self._client.multipart_threshold:
             return None  # one PUT after verification costs no more
         key = self._layout.file(arriving.project, arriving.filename)
         metadata = {"sha256": arriving.sha256, PARTIAL_RECORD: "1"}
+        size = arriving.size_if_last
+        if size is not None and 0 < size <= min(arriving.max_bytes, MAX_PUT_BYTES):
+            return self._client.growing_put(
+                key, arriving.path, size, sha256=arriving.sha256, create_only=True,
+                metadata=metadata, content_type=CONTENT_TYPE,
+            )  # fmt: skip
         return self._client.growing_upload(
             key, arriving.path, arriving.max_bytes, metadata=metadata, content_type=CONTENT_TYPE
         )
@@ -314,11 +323,13 @@ class S3Backend:
     def _write_file(self, upload: StagedUpload, key: str) -> None:
         record = upload.record
         early = upload.early
+        # Sent while the body arrived: the declared sha256 the object carries is the verified
+        # one, or the pipeline would not have staged it.
         if isinstance(early, GrowingUpload) and early.key == key:
-            # The parts were sent while the body arrived; the declared sha256 the object
-            # carries is the verified one, or the pipeline would not have staged it.
             early.complete({"If-None-Match": "*"})
             return
+        if isinstance(early, GrowingPut) and early.key == key and early.complete() is not None:
+            return  # else it was not sent whole (another length, a failure): sent now
         self._client.put_file(
             key, upload.path, sha256=record.sha256, create_only=True,
             metadata=object_metadata(record), content_type=CONTENT_TYPE,

@@ -17,6 +17,7 @@ from typing import IO
 from typing import Callable
 from typing import Optional
 from typing import Union
+from typing import cast
 from urllib.parse import urljoin
 from urllib.parse import urlsplit
 
@@ -42,7 +43,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Runtime aliases: `X | Y` is evaluated here, so 3.9 needs typing.Union.
-RequestPayload = Union[bytes, "LimitedReader", IO[bytes], None]
+# An iterator body is sent as it comes (never retried: it cannot be sent twice).
+RequestPayload = Union[bytes, "LimitedReader", IO[bytes], Iterator[bytes], None]
 
 # Repeating a request is only safe if the first one cannot have taken effect twice;
 # these are the answers after which an idempotent request may be sent again.
@@ -194,13 +196,20 @@ def _tell(body: RequestPayload) -> int | None:
     """Where a rewindable file body starts, or None when it cannot be sent twice."""
     if isinstance(body, (bytes, type(None))):
         return 0
-    seekable = getattr(body, "seekable", None)
-    return body.tell() if seekable is not None and seekable() else None
+    file = _seekable(body)
+    return file.tell() if file is not None else None
 
 
 def _rewind(body: RequestPayload, start: int | None) -> None:
-    if start is not None and not isinstance(body, (bytes, type(None))):
-        body.seek(start)
+    file = _seekable(body)
+    if start is not None and file is not None:
+        file.seek(start)
+
+
+def _seekable(body: RequestPayload) -> LimitedReader | IO[bytes] | None:
+    """A file body that can be rewound; None for bytes and iterators."""
+    seekable = getattr(body, "seekable", None)
+    return cast("LimitedReader | IO[bytes]", body) if seekable is not None and seekable() else None
 
 
 class Transport:

@@ -20,6 +20,7 @@ from pywharf.clients.s3_core import iso_time
 from pywharf.clients.s3_core import unquoted_etag
 from pywharf.clients.s3_core import xml_children
 from pywharf.clients.s3_core import xml_text
+from pywharf.clients.s3_growing import GrowingPut
 from pywharf.clients.s3_multipart import MultipartCalls
 
 __all__ = ["S3Client"]
@@ -90,6 +91,22 @@ class S3Client(MultipartCalls):
         with path.open("rb") as body:
             response = self._send("PUT", key, headers=headers, body=body, size=size, payload=sha256)
         return self._written(response, f"write {key!r}", key if create_only else "")
+
+    def growing_put(
+        self,
+        key: str,
+        path: Path,
+        size: int,
+        *,
+        sha256: str,
+        create_only: bool = False,
+        metadata: Mapping[str, str] | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> GrowingPut:
+        """One PUT of `path` while it is still being written, `size` bytes once it ended, its
+        last byte sent by `GrowingPut.complete`; `sha256` is the one the file must have."""
+        headers = self._write_headers(content_type, metadata, create_only, "")
+        return GrowingPut(self, key, path, size, sha256, headers)
 
     def delete(self, key: str) -> None:
         """Remove an object; a missing one is no error (S3 answers 204 either way)."""

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import IO
 from typing import Callable
 
 import urllib3
@@ -33,7 +32,7 @@ from pywharf.clients.errors import Refused
 from pywharf.clients.errors import ResourceNotFound
 from pywharf.clients.errors import Unavailable
 from pywharf.clients.http import ClientResponse
-from pywharf.clients.http import LimitedReader
+from pywharf.clients.http import RequestPayload
 from pywharf.clients.http import RetryPolicy
 from pywharf.clients.http import Transport
 from pywharf.clients.http import Wait
@@ -206,7 +205,7 @@ class S3Core:
         *,
         query: tuple[tuple[str, str], ...] = (),
         headers: Mapping[str, str] | None = None,
-        body: bytes | IO[bytes] | LimitedReader | None = None,
+        body: RequestPayload = None,
         size: int | None = None,
         payload: str = sigv4.UNSIGNED_PAYLOAD,
         idempotent: bool = True,

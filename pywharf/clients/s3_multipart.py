@@ -26,6 +26,7 @@ from pywharf.clients.s3_core import iso_time
 from pywharf.clients.s3_core import parse_xml
 from pywharf.clients.s3_core import xml_children
 from pywharf.clients.s3_core import xml_text
+from pywharf.clients.s3_growing import GrowingFile
 
 __all__ = ["EARLY_PARTS_IN_FLIGHT", "EARLY_PART_BYTES", "GrowingUpload", "MultipartCalls"]
 
@@ -146,16 +147,14 @@ class MultipartCalls(S3Core):
             )
 
 
-class GrowingUpload:
+class GrowingUpload(GrowingFile):
     """A multipart upload fed from a file that is still being written.
 
-    The writer reports each new size with `grew`, and the end with `ended`; a thread sends
-    every whole part as soon as the file holds it (`EARLY_PARTS_IN_FLIGHT` at once), and the
-    rest once it ended. `complete`
-    waits for the parts and completes the upload (with `conditional` headers such as
-    `If-None-Match: *`); `abort` drops it. Exactly one of the two is final: after either, the
-    store holds no part of this upload (unless the abort itself failed: an orphan, for
-    `update_index`).
+    A thread sends every whole part as soon as the file holds it (`EARLY_PARTS_IN_FLIGHT` at
+    once), and the rest once it ended. `complete` waits for the parts and completes the upload
+    (with `conditional` headers such as `If-None-Match: *`); `abort` drops it. Exactly one of
+    the two is final: after either, the store holds no part of this upload (unless the abort
+    itself failed: an orphan, for `update_index`).
     """
 
     def __init__(
@@ -166,36 +165,19 @@ class GrowingUpload:
         part_size: int,
         headers: dict[str, str],
     ) -> None:
-        self.key = key
+        super().__init__(key, path)
         self._client = client
-        self._path = path
         self._part_size = part_size
         self._headers = headers
-        self._changed = threading.Condition()
-        self._size = 0
-        self._ended = False
-        self._stopped = False
         self._upload_id = ""
         self._etags: list[str] = []
-        self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="s3-early-parts", daemon=True)
         self._thread.start()
-
-    def grew(self, size: int) -> None:
-        with self._changed:
-            self._size = size
-            self._changed.notify()
-
-    def ended(self, size: int) -> None:
-        with self._changed:
-            self._size, self._ended = size, True
-            self._changed.notify()
 
     def complete(self, conditional: Mapping[str, str]) -> str:
         """Wait for the parts, then complete; the object's ETag. Aborts on any failure."""
         with self._changed:
-            if not self._ended or self._stopped:
-                raise RuntimeError(f"the upload of {self.key!r} is not ready to complete")
+            self._ready_to_complete()
         self._thread.join()
         try:
             if self._failure is not None:

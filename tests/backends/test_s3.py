@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import GeneratorType
 from typing import Any
 
 import pytest
@@ -132,18 +133,27 @@ class TestS3Contract(BackendContract):
 
 
 class Counter:
-    """Counts the requests a backend's client sends, by method."""
+    """Counts the requests a backend's client sends, by method, and the bytes of bodies sent as
+    they come (`streamed`: a file sent while it arrives)."""
 
     def __init__(self, backend: S3Backend, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sent: list[str] = []
+        self.streamed = 0
         transport = backend._client._transport
         send = transport.request
 
         def counted(method: str, url: str, **kwargs: Any) -> Any:
             self.sent.append(method)
+            if isinstance(kwargs.get("body"), GeneratorType):  # not a file: files iterate too
+                kwargs["body"] = self._counted(kwargs["body"])
             return send(method, url, **kwargs)
 
         monkeypatch.setattr(transport, "request", counted)
+
+    def _counted(self, body: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in body:
+            self.streamed += len(chunk)
+            yield chunk
 
     def take(self) -> list[str]:
         sent, self.sent = self.sent, []

@@ -32,12 +32,14 @@ from test_s3 import s3_section
 
 from pywharf.app import App
 from pywharf.backends import ArrivingFile
+from pywharf.backends import EarlyStore
 from pywharf.backends import StagedUpload
 from pywharf.backends import backend_settings
 from pywharf.backends.s3 import S3Backend
 from pywharf.backends.s3_layout import PARTIAL_RECORD
 from pywharf.clients.errors import ResourceNotFound
 from pywharf.clients.s3_core import MIN_PART_BYTES
+from pywharf.clients.s3_growing import GrowingPut
 from pywharf.clients.s3_multipart import GrowingUpload
 from pywharf.config import parse_repositories
 from pywharf.dists import parse_filename
@@ -89,34 +91,44 @@ def stored(bucket: S3Bucket, key: str) -> bool:
 
 
 class Arrival:
-    """A wheel's bytes written into a spool file bit by bit, as the upload pipeline does."""
+    """A wheel's bytes written into a spool file bit by bit, as the upload pipeline does;
+    `one_put`: its length told at its start (it is the form's last part), so it goes as one
+    PUT; `told` overrides that length (a wrong guess)."""
 
-    def __init__(self, backend: S3Backend, wheel: Path) -> None:
+    def __init__(
+        self, backend: S3Backend, wheel: Path, one_put: bool = False, told: int | None = None
+    ) -> None:
         self.wheel = wheel
         self.data = wheel.read_bytes()
         self.path = backend.spool_dir / f"upload-early-{wheel.name}"
         self.file = self.path.open("wb")
         project = parse_filename(wheel.name).project
         sha256 = hashlib.sha256(self.data).hexdigest()
-        self.arriving = ArrivingFile(self.path, project, wheel.name, sha256, len(self.data) + 999)
+        size_if_last = (len(self.data) if told is None else told) if one_put else None
+        self.arriving = ArrivingFile(
+            self.path, project, wheel.name, sha256, len(self.data) + 999, size_if_last
+        )
         self.key = f"{PREFIX}/files/{project}/{wheel.name}"
         self.written = 0
 
-    def start(self, backend: S3Backend) -> GrowingUpload:
+    def start(self, backend: S3Backend) -> GrowingPut | GrowingUpload:
         early = backend.store_early(self.arriving)
-        assert early is not None
+        assert isinstance(early, GrowingPut if self.arriving.size_if_last else GrowingUpload)
         return early
 
-    def write(self, early: GrowingUpload, upto: int) -> None:
+    def write(self, early: EarlyStore, upto: int) -> None:
         self.file.write(self.data[self.written : upto])
         self.file.flush()
         self.written = upto
         early.grew(upto)
 
-    def finish(self, early: GrowingUpload) -> None:
+    def finish(self, early: EarlyStore) -> None:
         self.write(early, len(self.data))
         self.file.close()
         early.ended(len(self.data))
+
+
+KINDS = {"in parts": False, "as one PUT": True}
 
 
 def test_parts_go_to_the_store_while_the_file_arrives_and_show_only_after_put(
@@ -145,15 +157,74 @@ def test_parts_go_to_the_store_while_the_file_arrives_and_show_only_after_put(
     assert counter.take() == []
 
 
+def streamed(counter: Counter, size: int) -> Callable[[], bool | None]:
+    return lambda: True if counter.streamed == size else None
+
+
+def test_a_file_of_known_length_goes_as_one_put_while_it_arrives_and_shows_only_after_put(
+    backend: S3Backend, seaweedfs: S3Bucket, big: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = Counter(backend, monkeypatch)
+    arrival = Arrival(backend, big, one_put=True)
+    early = arrival.start(backend)
+    half = len(arrival.data) // 2
+    arrival.write(early, half)
+    poll(streamed(counter, half), "what arrived sent at once")
+    assert not stored(seaweedfs, arrival.key)
+    arrival.finish(early)
+    # All but the last byte: the store cannot hold the object before `put` verified it.
+    poll(streamed(counter, len(arrival.data) - 1), "all but the last byte sent")
+    assert not stored(seaweedfs, arrival.key)
+    record = backend.put(dataclasses.replace(stage(backend, big), early=early), WRITE)
+    # The file's PUT, the manifest's GET, the wheel's METADATA, the manifest: the file is sent
+    # once, and in no parts.
+    sent = counter.take()
+    assert (sent.count("POST"), sent.count("PUT"), sent.count("GET")) == (0, 3, 1), sent
+    assert counter.streamed == len(arrival.data)
+    assert fetch(backend.open(record)) == arrival.data
+    assert [r.filename for r in index_of(backend).records()] == [big.name]
+    counter.take()
+    early.abort()  # what the upload pipeline always does at the end: nothing left to drop
+    assert counter.take() == []
+
+
+@pytest.mark.parametrize("off_by", [-5, 5])
+def test_a_wrong_length_told_stores_the_file_whole_at_put(
+    backend: S3Backend, big: Path, monkeypatch: pytest.MonkeyPatch, off_by: int
+) -> None:
+    """A part after the file (a client other than twine and uv) makes the guess wrong."""
+    counter = Counter(backend, monkeypatch)
+    arrival = Arrival(backend, big, one_put=True, told=big.stat().st_size + off_by)
+    early = arrival.start(backend)
+    arrival.finish(early)
+    record = backend.put(dataclasses.replace(stage(backend, big), early=early), WRITE)
+    assert fetch(backend.open(record)) == arrival.data
+    # The early PUT, cut off; then the file whole, from the spool (in parts, over this
+    # backend's multipart threshold: a POST to begin and one to complete).
+    sent = counter.take()
+    assert (sent[0], sent.count("POST")) == ("PUT", 2), sent
+    told = len(arrival.data) + off_by
+    assert counter.streamed == min(len(arrival.data), told - 1)  # never the told length
+
+
+@pytest.mark.parametrize("one_put", KINDS.values(), ids=KINDS.keys())
 @pytest.mark.parametrize("when", ["while arriving", "after it arrived"])
 def test_an_aborted_upload_leaves_no_object_and_no_parts(
-    backend: S3Backend, seaweedfs: S3Bucket, big: Path, when: str
+    backend: S3Backend,
+    seaweedfs: S3Bucket,
+    big: Path,
+    when: str,
+    one_put: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    arrival = Arrival(backend, big)
+    counter = Counter(backend, monkeypatch)
+    arrival = Arrival(backend, big, one_put)
     early = arrival.start(backend)
     arrival.write(early, MIN_PART_BYTES + 10)
     if when == "after it arrived":
         arrival.finish(early)
+        if one_put:  # the store holds all but the last byte when the connection closes
+            poll(streamed(counter, len(arrival.data) - 1), "all but the last byte sent")
     arrival.file.close()
     early.abort()  # a bad digest, a bad wheel, a client gone, a 409, a 403
     assert not stored(seaweedfs, arrival.key)
@@ -169,15 +240,17 @@ def stored_unlisted(backend: S3Backend, wheel: Path, monkeypatch: pytest.MonkeyP
             backend.put(stage(backend, wheel), WRITE)
 
 
+@pytest.mark.parametrize("one_put", KINDS.values(), ids=KINDS.keys())
 def test_a_name_taken_meanwhile_is_a_412_at_completion_handled_as_before(
     backend: S3Backend,
     seaweedfs: S3Bucket,
     tmp_path: Path,
     big: Path,
     monkeypatch: pytest.MonkeyPatch,
+    one_put: bool,
 ) -> None:
     other = early_backend(seaweedfs, tmp_path / "other")
-    arrival = Arrival(backend, big)
+    arrival = Arrival(backend, big, one_put)
     early = arrival.start(backend)
     arrival.finish(early)
     stored_unlisted(other, big, monkeypatch)  # the same bytes: completing answers 412
@@ -188,7 +261,7 @@ def test_a_name_taken_meanwhile_is_a_412_at_completion_handled_as_before(
     folder = tmp_path / "impostor"
     folder.mkdir()
     stored_unlisted(other, make_wheel(folder, "big-pkg", "2.0", payload_bytes=6 * MiB), monkeypatch)
-    late = Arrival(backend, make_wheel(tmp_path, "big-pkg", "2.0", payload_bytes=7 * MiB))
+    late = Arrival(backend, make_wheel(tmp_path, "big-pkg", "2.0", payload_bytes=7 * MiB), one_put)
     early = late.start(backend)
     late.finish(early)
     with pytest.raises(DistributionExists):
@@ -199,10 +272,10 @@ def test_a_name_taken_meanwhile_is_a_412_at_completion_handled_as_before(
 
 
 def stored_early_unlisted(
-    backend: S3Backend, wheel: Path, monkeypatch: pytest.MonkeyPatch
+    backend: S3Backend, wheel: Path, monkeypatch: pytest.MonkeyPatch, one_put: bool
 ) -> StagedUpload:
     """`wheel` stored while it arrived, by a server that dies before listing it."""
-    arrival = Arrival(backend, wheel)
+    arrival = Arrival(backend, wheel, one_put)
     early = arrival.start(backend)
     arrival.finish(early)
     staged = dataclasses.replace(stage(backend, wheel), early=early)
@@ -213,14 +286,16 @@ def stored_early_unlisted(
     return staged
 
 
+@pytest.mark.parametrize("one_put", KINDS.values(), ids=KINDS.keys())
 def test_an_early_file_cut_off_before_listing_is_listed_by_update_index_from_its_bytes(
     backend: S3Backend,
     seaweedfs: S3Bucket,
     tmp_path: Path,
     big: Path,
     monkeypatch: pytest.MonkeyPatch,
+    one_put: bool,
 ) -> None:
-    staged = stored_early_unlisted(backend, big, monkeypatch)
+    staged = stored_early_unlisted(backend, big, monkeypatch, one_put)
     with contextlib.closing(raw_client(seaweedfs)) as client:
         key = f"{PREFIX}/files/big-pkg/{big.name}"
         assert PARTIAL_RECORD in client.head(key).metadata
@@ -233,10 +308,15 @@ def test_an_early_file_cut_off_before_listing_is_listed_by_update_index_from_its
     assert unfinished(seaweedfs) == []
 
 
+@pytest.mark.parametrize("one_put", KINDS.values(), ids=KINDS.keys())
 def test_other_bytes_under_an_early_unlisted_file_list_it_from_its_bytes_then_answer_409(
-    backend: S3Backend, tmp_path: Path, big: Path, monkeypatch: pytest.MonkeyPatch
+    backend: S3Backend,
+    tmp_path: Path,
+    big: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    one_put: bool,
 ) -> None:
-    staged = stored_early_unlisted(backend, big, monkeypatch)
+    staged = stored_early_unlisted(backend, big, monkeypatch, one_put)
     folder = tmp_path / "impostor"
     folder.mkdir()
     impostor = make_wheel(folder, "big-pkg", "1.0", payload_bytes=99)
@@ -300,11 +380,12 @@ def test_an_upload_is_sent_to_the_store_while_its_body_arrives(
     handler, backend = app
     counter = Counter(backend, monkeypatch)
     data = big.read_bytes()
-    # The body waits halfway until two parts are in the store: without the early sending, the
-    # upload would time out here.
+    # The body waits past its middle until half the file went to the store (as one PUT: the
+    # file is the form's last part): without the early sending, the upload would time out here.
     answer = post(handler, big, data, len(data) // 2 + 2 * MIN_PART_BYTES,
-                  lambda: counter.sent.count("PUT") >= 2)  # fmt: skip
+                  lambda: counter.streamed >= len(data) // 2)  # fmt: skip
     assert answer.status == 200, answer.body
+    assert counter.streamed == len(data)  # and only then
     assert [r.filename for r in index_of(backend).records()] == [big.name]
     assert unfinished(seaweedfs) == []
     again = post(handler, big, data, len(data), lambda: True)  # identical: nothing is sent
@@ -327,7 +408,7 @@ def test_a_rejected_upload_sent_early_leaves_nothing_in_the_store(
         big = big.with_name("big_pkg-1.0-py3-none-any.whl")
         big.write_bytes(data)
     answer = post(handler, big, data, 2 * MIN_PART_BYTES,
-                  lambda: counter.sent.count("PUT") >= 1)  # fmt: skip
+                  lambda: counter.streamed >= MIN_PART_BYTES)  # fmt: skip
     assert answer.status == 400, answer.body
     assert index_of(backend).records() == []
     assert unfinished(seaweedfs) == []

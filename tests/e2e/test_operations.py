@@ -316,7 +316,10 @@ def _listening_ports(pid: int) -> set[int]:
     """TCP ports in LISTEN state whose socket the process holds (from /proc)."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
-        target = os.readlink(fd)
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:  # closed since the listing (the server is busy starting)
+            continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:[") : -1])
     ports = set()

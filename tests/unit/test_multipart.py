@@ -614,6 +614,35 @@ def test_captured_uploads_cut_short(stem: str) -> None:
     assert decode([body[:-2]], boundary)[-1] is END
 
 
+def told_lengths(body: bytes, boundary: bytes, cut: int) -> list[int]:
+    """`size_if_last` at each File event of `body`, fed in two pieces cut at `cut`."""
+    decoder = MultipartDecoder(boundary)
+    told = []
+    for chunk, unread in ((body[:cut], len(body) - cut), (body[cut:], 0)):
+        decoder.feed(chunk)
+        while (event := decoder.next_event()) is not NEED_DATA and event is not END:
+            if isinstance(event, File):
+                told.append(decoder.size_if_last(unread))
+    return told
+
+
+@pytest.mark.parametrize("stem", CAPTURED.keys())
+def test_the_file_length_is_told_at_its_start_for_twine_and_uv(stem: str) -> None:
+    """twine and uv send the file last and end the body with `--` CRLF: its length is known at
+    its first byte (an S3 upload sends it as one PUT), wherever the body was cut."""
+    body = (CAPTURES / f"{stem}.body").read_bytes()
+    boundary = boundary_of(body)
+    content = next(e for e in decode([body], boundary) if isinstance(e, Data))
+    for cut in range(0, len(body) + 1, 7):
+        assert told_lengths(body, boundary, cut) == [len(content.data)], cut
+
+
+def test_the_file_length_told_is_only_a_guess_when_a_part_follows() -> None:
+    file = lines("--xYzZY", 'Content-Disposition: form-data; name="f"; filename="x"', "", "data")
+    body = lines(file, field("b", "2"), CLOSE, "")
+    assert told_lengths(body, BOUNDARY, len(body)) != [4]
+
+
 GOLDEN = [(CAPTURES / f"{stem}.body").read_bytes() for stem in CAPTURED] + [
     body for body, _ in VALID.values()
 ]

@@ -1,17 +1,27 @@
-"""A growing upload sends several parts at once (a fake store: the calls, not S3): each part's
-bytes from its offset, the ETags in part order whatever order the parts finish in, and no part
-still in flight when the upload is aborted."""
+"""Files sent to S3 while they arrive, against a fake store (the calls, not S3).
+
+A growing upload sends several parts at once: each part's bytes from its offset, the ETags in
+part order whatever order the parts finish in, and no part still in flight when the upload is
+aborted. A growing PUT sends all but the last byte as the file grows, the last only at
+`complete`, and leaves the file to its caller when it ends at another length or fails."""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 from typing import IO
+from typing import Any
 from typing import cast
 
 import pytest
+from support import poll
 
+from pywharf.clients.errors import AlreadyExists
 from pywharf.clients.errors import ClientError
+from pywharf.clients.errors import Unavailable
+from pywharf.clients.http import ClientResponse
+from pywharf.clients.s3_core import S3Core
+from pywharf.clients.s3_growing import GrowingPut
 from pywharf.clients.s3_multipart import EARLY_PARTS_IN_FLIGHT
 from pywharf.clients.s3_multipart import GrowingUpload
 from pywharf.clients.s3_multipart import MultipartCalls
@@ -140,3 +150,86 @@ def test_an_abort_waits_for_the_parts_in_flight(tmp_path: Path) -> None:
     assert store.aborted_with_in_flight == [0]
     upload.abort()  # again: nothing more
     assert store.aborted_with_in_flight == [0]
+
+
+class FakePut:
+    """One PUT's `_send`: takes the body as it comes, then answers `answer` (or raises it)."""
+
+    _written = S3Core._written
+    _error = S3Core._error
+
+    def __init__(self, answer: int | BaseException) -> None:
+        self.answer = answer
+        self.received = bytearray()
+        self.cut_off: BaseException | None = None
+
+    def _send(self, method: str, key: str, **kwargs: Any) -> ClientResponse:
+        try:
+            for chunk in kwargs["body"]:
+                self.received += chunk
+        except BaseException as error:  # urllib3 closes the connection short of its length
+            self.cut_off = error
+            raise
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return ClientResponse(self.answer, {"etag": '"etag"'}, "http://store/k", b"")
+
+
+def growing_put(store: FakePut, path: Path, data: bytes, told: int) -> GrowingPut:
+    """A PUT told `told` bytes, of a file that arrives as `data` in two halves."""
+    with path.open("wb") as file:  # the spool file exists before its first byte
+        put = GrowingPut(cast(S3Core, store), "files/a/a.whl", path, told, "0" * 64, {})
+        for piece in (data[: len(data) // 2], data[len(data) // 2 :]):
+            file.write(piece)
+            file.flush()
+            put.grew(file.tell())
+    put.ended(len(data))
+    return put
+
+
+def received(store: FakePut, size: int) -> bool | None:
+    return True if len(store.received) == size else None
+
+
+def test_a_growing_put_sends_its_last_byte_only_at_complete(tmp_path: Path) -> None:
+    store, data = FakePut(200), bytes(range(200))
+    put = growing_put(store, tmp_path / "spool", data, len(data))
+    poll(lambda: received(store, len(data) - 1), "all but the last byte")
+    assert put.complete() == "etag"
+    assert store.received == data
+    put.abort()  # finished: nothing to do
+    assert store.cut_off is None
+
+
+@pytest.mark.parametrize("off_by", [-1, 1])
+def test_a_file_of_another_length_is_cut_off_and_left_to_the_caller(
+    tmp_path: Path, off_by: int
+) -> None:
+    store, data = FakePut(200), bytes(100)
+    put = growing_put(store, tmp_path / "spool", data, len(data) + off_by)
+    poll(lambda: received(store, min(len(data), len(data) + off_by - 1)), "what may be sent")
+    assert put.complete() is None
+    assert store.cut_off is not None  # never the length told: the store keeps nothing
+
+
+@pytest.mark.parametrize("answer", [503, 403, Unavailable("connection refused", None)])
+def test_a_failed_put_is_left_to_the_caller(tmp_path: Path, answer: int | BaseException) -> None:
+    put = growing_put(FakePut(answer), tmp_path / "spool", bytes(10), 10)
+    assert put.complete() is None
+
+
+def test_a_taken_name_is_already_exists(tmp_path: Path) -> None:
+    put = growing_put(FakePut(412), tmp_path / "spool", bytes(10), 10)
+    with pytest.raises(AlreadyExists):
+        put.complete()
+
+
+def test_an_abort_cuts_the_put_off_short_of_its_length(tmp_path: Path) -> None:
+    store = FakePut(200)
+    put = growing_put(store, tmp_path / "spool", bytes(10), 10)
+    poll(lambda: received(store, 9), "all but the last byte")
+    put.abort()
+    assert store.cut_off is not None and len(store.received) == 9
+    put.abort()  # again: nothing more
+    with pytest.raises(RuntimeError, match="not ready to complete"):
+        put.complete()

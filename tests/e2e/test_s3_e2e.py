@@ -13,6 +13,7 @@ import pytest
 import tomli_w
 from factory import make_sdist
 from factory import make_wheel
+from packaging.utils import canonicalize_name
 from s3_support import S3Bucket
 from s3_support import S3Gate
 from s3_support import s3_admin_secret
@@ -32,6 +33,15 @@ from support import stop
 from support import twine_upload
 from support import uv_install
 from support_upload import upload
+
+from pywharf.backends.hashing import sha256_of_file
+from pywharf.backends.s3_layout import PARTIAL_RECORD
+from pywharf.backends.s3_layout import Layout
+from pywharf.clients.s3 import S3Client
+from pywharf.clients.s3_core import MULTIPART_THRESHOLD
+from pywharf.clients.sigv4 import Credentials
+
+MiB = 1024**2
 
 
 def output(result: subprocess.CompletedProcess[str]) -> str:
@@ -101,6 +111,29 @@ def test_proxy_mode_streams_the_file_through_the_server(
         result = pip_install(server.live.index_url(READ), "demo-pkg", tmp_path / "t", tmp_path)
         assert result.returncode == 0, output(result)
     finally:
+        stop(server)
+
+
+def test_twine_uploads_a_large_wheel_to_the_store_while_it_arrives_as_one_put(
+    pyz: Path, seaweedfs: S3Bucket, tmp_path: Path
+) -> None:
+    """Over 256 MiB, the file goes to the store while twine sends it: one PUT, as twine's form
+    tells the file's length at its first byte, completed only once the upload is verified."""
+    wheel = make_wheel(tmp_path, "big-pkg", "1.0", payload_bytes=MULTIPART_THRESHOLD + MiB)
+    server = start_s3_pyz(pyz, tmp_path / "root", s3_config(seaweedfs), s3_admin_secret(seaweedfs))
+    client = S3Client(seaweedfs.location(), Credentials(seaweedfs.access_key, seaweedfs.secret_key))
+    try:
+        result = twine_upload(server, [wheel], tmp_path / "home")
+        assert result.returncode == 0, output(result)
+        info = client.head(Layout("").file(canonicalize_name("big-pkg"), wheel.name))
+        # Stored early (the record's other fields were not known yet), and never in parts.
+        assert info.metadata["sha256"] == sha256_of_file(wheel)
+        assert PARTIAL_RECORD in info.metadata and info.size == wheel.stat().st_size
+        assert "-" not in info.etag  # a multipart object's ETag ends in "-<parts>"
+        assert list(client.list_multipart_uploads()) == []
+        assert wheel.name in listed(server.live, "big-pkg")
+    finally:
+        client.close()
         stop(server)
 
 

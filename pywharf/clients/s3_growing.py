@@ -36,6 +36,7 @@ class GrowingFile:
         self._ended = False
         self._stopped = False
         self._failure: BaseException | None = None
+        self._thread: threading.Thread  # the sender, started by the subclass
 
     def grew(self, size: int) -> None:
         with self._changed:
@@ -46,6 +47,16 @@ class GrowingFile:
         with self._changed:
             self._size, self._ended = size, True
             self._changed.notify()
+
+    def _stop(self) -> bool:
+        """Stop the object's thread and wait for it; False when it was stopped already."""
+        with self._changed:
+            if self._stopped:
+                return False
+            self._stopped = True
+            self._changed.notify()
+        self._thread.join()
+        return True
 
     def _ready_to_complete(self) -> None:
         if not self._ended or self._stopped:
@@ -109,12 +120,7 @@ class GrowingPut(GrowingFile):
 
     def abort(self) -> None:
         """Close the connection short of the file's length; safe to call again."""
-        with self._changed:
-            if self._stopped:
-                return
-            self._stopped = True
-            self._changed.notify()
-        self._thread.join()
+        self._stop()
 
     def _run(self, sha256: str, headers: dict[str, str]) -> None:
         try:

@@ -194,13 +194,7 @@ class GrowingUpload(GrowingFile):
 
     def abort(self) -> None:
         """Stop sending and drop the parts sent; safe to call again."""
-        with self._changed:
-            if self._stopped:
-                return
-            self._stopped = True
-            self._changed.notify()
-        self._thread.join()
-        if self._upload_id:
+        if self._stop() and self._upload_id:
             self._client.abort_multipart(self.key, self._upload_id)
 
     def _next(self, offset: int, parts: int) -> int | None:

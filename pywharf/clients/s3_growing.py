@@ -77,8 +77,10 @@ class GrowingPut(GrowingFile):
     at another length, or the PUT fails, `complete` returns None and the caller stores the file
     itself. The payload is signed with the declared `sha256`, so S3 checks the bytes as well.
 
-    Why one PUT: on SeaweedFS a 1 GiB multipart upload runs at 122 to 136 MB/s, parts sent one
-    at a time, against 184 to 230 MB/s for one PUT (benchmarks/results/2026-12-06-2302-s3.md).
+    Why one PUT: SeaweedFS takes a 1 GiB file in parts sent one at a time at 122 to 136 MB/s,
+    in one PUT at 184 to 230 MB/s (`benchmarks/s3_parts.py`; results/2026-12-06-2158-s3 and
+    -2302-s3). An
+    upload through pywharf went from 38 % of a direct PUT (parts) to 75 % (2026-12-07-0124-s3).
     """
 
     def __init__(

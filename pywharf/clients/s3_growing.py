@@ -79,8 +79,8 @@ class GrowingPut(GrowingFile):
 
     Why one PUT: SeaweedFS takes a 1 GiB file in parts sent one at a time at 122 to 136 MB/s,
     in one PUT at 184 to 230 MB/s (`benchmarks/s3_parts.py`; results/2026-12-06-2158-s3 and
-    -2302-s3). An
-    upload through pywharf went from 38 % of a direct PUT (parts) to 75 % (2026-12-07-0124-s3).
+    -2302-s3). An upload through pywharf went from 38 % of a direct PUT (parts) to 75 %
+    (2026-12-07-0124-s3).
     """
 
     def __init__(

@@ -79,8 +79,10 @@ def _embedded_config(root: Path) -> tuple[str, bool]:
     path = root / EMBEDDED_SECRETS
     if path.exists():
         return read_text(path), False
-    section = {"type": "file_system", "read_secret": secrets.token_urlsafe(24),
-               "write_secret": secrets.token_urlsafe(24)}  # fmt: skip
+    # Hex, not urlsafe base64: one secret in 64 of that began with "-", and the printed
+    # `twine upload ... -p <secret>` then read it as an option (a fresh-clone CI run caught it).
+    section = {"type": "file_system", "read_secret": secrets.token_hex(24),
+               "write_secret": secrets.token_hex(24)}  # fmt: skip
     text = tomli_w.dumps({EMBEDDED_NAME: section})
     write_private(path, text)
     return text, True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -35,9 +36,11 @@ from support_upload import upload
 from support_upload import upload_form
 from support_upload import upload_head
 
+from pywharf.config import read_text
 from pywharf.index import Add
 from pywharf.index import FileRecord
 from pywharf.index import event_to_json
+from pywharf.service import EMBEDDED_SECRETS
 
 STORAGE = Path("cache") / "local" / "storage"
 
@@ -291,6 +294,13 @@ def test_the_embedded_secrets_are_not_the_same_on_two_roots(pyz: Path, tmp_path:
     second = start_pyz(pyz, tmp_path / "b" / "root", "--extra_index_url", "")
     try:
         assert usage_lines(first)["twine upload"][-2] != usage_lines(second)["twine upload"][-2]
+        for server in (first, second):
+            text = read_text(server.live.root / EMBEDDED_SECRETS)
+            made = re.findall(r'^(read|write)_secret = "(.*)"$', text, re.MULTILINE)
+            # Hex: a secret beginning with "-" made the printed `twine upload -p` read it as an
+            # option (urlsafe base64 did, one secret in 64).
+            assert [kind for kind, _ in made] == ["read", "write"], text
+            assert all(re.fullmatch("[0-9a-f]{48}", secret) for _, secret in made), text
     finally:
         assert stop(first) == 0
         assert stop(second) == 0

@@ -196,7 +196,7 @@ class Upload:
 
 
 def upload_through(pyz: Path, bucket: S3Bucket, large: CorpusFile, name: str) -> Upload:
-    """Upload `large` through a fresh server into `bucket`, watching the store's parts."""
+    """Upload `large` through a fresh server into `bucket`, with its peak RSS."""
     with servers(pyz, bucket, 1, name, max_file_bytes=2 * large.size) as (server,):
         pids = process_tree(server.process.pid)
         before = rss_bytes(pids)

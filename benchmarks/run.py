@@ -134,7 +134,7 @@ def _tool_version(argv: list[str]) -> str:
     return ((done.stdout + done.stderr).strip().splitlines() or [""])[0]
 
 
-def _build(args: argparse.Namespace) -> dict[str, str]:
+def build_info(args: argparse.Namespace) -> dict[str, str]:
     """Which pywharf was measured: the commit, whether the tree was dirty, the pyz's hash."""
 
     def git(*argv: str) -> str:
@@ -169,7 +169,7 @@ def context(
             "nginx": _tool_version(["nginx", "-v"]).removeprefix("nginx version: "),
             "wrk": _tool_version(["wrk", "--version"]).split(" Copyright")[0],
         },
-        "build": _build(args),
+        "build": build_info(args),
         "pypiserver": {"requirements": PYPISERVER_REQUIREMENTS, "hash_algo": args.pypiserver_hash},
         "corpus": {
             "projects": args.projects,

@@ -30,7 +30,7 @@ from benchmarks.proc import PeakRss
 from benchmarks.proc import cpu_seconds
 from benchmarks.proc import rss_bytes
 
-__all__ = ["Measurement", "Settings", "measure"]
+__all__ = ["Measurement", "Settings", "large_transfers", "measure"]
 
 MIB = 1 << 20
 # What a server that is missing, crashes or misbehaves makes the harness raise; anything else
@@ -189,25 +189,6 @@ class _Run:
         self.wrk(live, self.page_paths(present), "project_page")
         self.wrk(live, [self.server.file_path(present[0])], "small_file")
 
-    def large(self, live: RunningServer, large: CorpusFile) -> None:
-        fig = self.result.figures
-        with PeakRss(live.pids()) as peak:
-            up = upload_one_large(live.endpoint, self.server.upload_request(large), large)
-        if not 200 <= up.status < 300:
-            self.result.note(f"large upload answered {up.status or 'nothing'}")
-            return
-        fig["large_upload_s"], fig["large_upload_mb_s"] = up.seconds, up.mb_per_second
-        fig["large_upload_peak_rss_mib"] = peak.peak / MIB
-        downloads = [
-            download(live.endpoint, self.server.file_path(large), self.server.read_auth)
-            for _ in range(DOWNLOADS)
-        ]
-        bad = [d for d in downloads if d.status != 200 or d.size != large.size]
-        if bad:
-            self.result.note(f"large download: {bad[0].status}, {bad[0].size} of {large.size} B")
-            return
-        fig["large_download_mb_s"] = statistics.median(d.mb_per_second for d in downloads)
-
     def main(self, corpus: Corpus, large: CorpusFile) -> None:
         root = self.root(f"main-{corpus.spec.key}")
         present = self.populate(corpus, root)
@@ -218,7 +199,7 @@ class _Run:
             time.sleep(IDLE_SETTLE_SECONDS)
             self.result.figures["idle_rss_mib"] = rss_bytes(live.pids()) / MIB
             self.reads(live, present)
-            self.large(live, large)
+            large_transfers(self.server, live, large, self.result)
         shutil.rmtree(root, ignore_errors=True)
 
     def growth(self, corpus: Corpus, projects: int) -> None:
@@ -236,6 +217,29 @@ class _Run:
             result = self.wrk(live, self.page_paths(files), f"growth_{projects}")
         print(f"  [{self.server.name}] {projects} projects: {result.per_second:.0f} req/s")
         shutil.rmtree(root, ignore_errors=True)
+
+
+def large_transfers(
+    server: Server, live: RunningServer, large: CorpusFile, result: Measurement
+) -> None:
+    """One upload of `large`, then `DOWNLOADS` downloads of it: the large-file figures."""
+    fig = result.figures
+    with PeakRss(live.pids()) as peak, server_cpu(live) as cpu:
+        up = upload_one_large(live.endpoint, server.upload_request(large), large)
+    if not 200 <= up.status < 300:
+        result.note(f"large upload answered {up.status or 'nothing'}")
+        return
+    fig["large_upload_s"], fig["large_upload_mb_s"] = up.seconds, up.mb_per_second
+    fig["large_upload_peak_rss_mib"] = peak.peak / MIB
+    fig["large_upload_cpu_s"] = cpu.seconds
+    downloads = [
+        download(live.endpoint, server.file_path(large), server.read_auth) for _ in range(DOWNLOADS)
+    ]
+    bad = [d for d in downloads if d.status != 200 or d.size != large.size]
+    if bad:
+        result.note(f"large download: {bad[0].status}, {bad[0].size} of {large.size} B")
+        return
+    fig["large_download_mb_s"] = statistics.median(d.mb_per_second for d in downloads)
 
 
 def measure(

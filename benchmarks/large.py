@@ -128,10 +128,14 @@ def render(
     return "\n".join(lines + (["", *notes] if notes else [])) + "\n"
 
 
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     large = ensure_large_file(args.work, args.large_mib * MIB)  # made before any turn
-    load: dict[str, Any] = {"before": os.getloadavg()}
+    load: dict[str, Any] = {"before": _load()}
     rounds: dict[str, list[Measurement]] = {name: [] for name in args.servers}
     for number in range(args.rounds):
         for name in args.servers:
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds[name].append(result)
             shown = {k: round(v, 1) for k, v in result.figures.items()}
             print(f"round {number + 1} {name}: {shown} {result.notes or ''}", flush=True)
-    load["after"] = os.getloadavg()
+    load["after"] = _load()
     text = render(args, rounds, load)
     print(text)
     args.results.mkdir(parents=True, exist_ok=True)

@@ -156,6 +156,8 @@ class MultipartDecoder:
         # A virtual CRLF lets a first boundary at offset 0 match like every later one.
         self._buffer = bytearray(b"\r\n")
         self._scan = 0  # where the next search starts: nothing before it can begin a match
+        # A chunk fed inside a file, kept as given (see `feed`, `_passed_on`).
+        self._whole: bytes | None = None
         self._state = _PREAMBLE
         self._eof = False
         self._error: PywharfError | None = None
@@ -173,8 +175,22 @@ class MultipartDecoder:
 
     def feed(self, chunk: bytes) -> None:
         """Add the next bytes of the body."""
-        if self._state != _DONE:  # RFC 2046: the epilogue is ignored, so never kept
-            self._buffer += chunk
+        if self._state == _DONE:  # RFC 2046: the epilogue is ignored, so never kept
+            return
+        # A file's chunk passes whole (`_passed_on`) if what is held back beside it (at most a
+        # delimiter's prefix) is decided by its first bytes (`_held_back`).
+        enough = len(self._delimiter)
+        if (
+            self._state == _FILE
+            and self._whole is None
+            and len(self._buffer) < enough <= len(chunk)
+        ):
+            self._whole = chunk
+            return
+        if self._whole is not None:
+            self._buffer += self._whole
+            self._whole = None
+        self._buffer += chunk
 
     def end(self) -> None:
         """Mark the end of input; a body cut off before its closing delimiter is then an error."""
@@ -185,7 +201,8 @@ class MultipartDecoder:
         body ends as requests, requests-toolbelt (twine) and reqwest (uv) end it, with the
         close-delimiter and a CRLF (tests/data/captures). `unread`: the body's bytes not fed
         yet. A guess: only the file's real end tells."""
-        return len(self._buffer) + unread - len(self._delimiter) - len(b"--\r\n")
+        whole = len(self._whole) if self._whole is not None else 0
+        return len(self._buffer) + whole + unread - len(self._delimiter) - len(b"--\r\n")
 
     def next_event(self) -> MultipartEvent:
         """The next event, or NEED_DATA; after END it returns NEED_DATA for ever."""
@@ -215,7 +232,8 @@ class MultipartDecoder:
     def _preamble(self) -> MultipartEvent | None:
         at = self._buffer.find(self._delimiter, self._scan)
         if at < 0:
-            del self._buffer[: self._safe_end()]  # RFC 2046 §5.1.1: the preamble is ignored
+            ignored = self._safe_end(self._buffer)  # RFC 2046 §5.1.1: so is the preamble
+            del self._buffer[:ignored]
             return NEED_DATA
         self._consume(at + len(self._delimiter))
         self._state = _HEADERS
@@ -280,7 +298,7 @@ class MultipartDecoder:
     def _field(self) -> MultipartEvent | None:
         at = self._buffer.find(self._delimiter, self._scan)
         if at < 0:
-            self._scan = self._safe_end()
+            self._scan = self._safe_end(self._buffer)
             self._check_field_size(self._scan)
             return NEED_DATA
         self._check_field_size(at)
@@ -301,12 +319,11 @@ class MultipartDecoder:
             raise PayloadTooLarge(f"Text fields are over {_size(total)} in total")
 
     def _file(self) -> MultipartEvent:
+        if self._whole is not None:
+            return self._held_back() if self._buffer else self._passed_on(self._whole)
         at = self._buffer.find(self._delimiter)
-        size = at if at >= 0 else self._safe_end()
-        self._file_bytes += size
-        limit = self._limits.max_file_bytes
-        if limit is not None and self._file_bytes > limit:
-            raise PayloadTooLarge(f"File {_shown(self._name)} is over {_size(limit)}")
+        size = at if at >= 0 else self._safe_end(self._buffer)
+        self._count_file_bytes(size)
         if at < 0:
             return Data(self._take(size), more=True) if size else NEED_DATA
         data = self._take(at)
@@ -314,9 +331,38 @@ class MultipartDecoder:
         self._state = _HEADERS
         return Data(data, more=False)
 
-    def _safe_end(self) -> int:
-        """How many leading bytes cannot begin a delimiter, after a failed search."""
-        buffer = self._buffer
+    def _held_back(self) -> MultipartEvent:
+        """The bytes held back from the chunk before: they leave on their own unless they and
+        the new chunk's first bytes make a delimiter."""
+        assert self._whole is not None
+        if self._delimiter in bytes(self._buffer) + self._whole[: len(self._delimiter)]:
+            self._buffer += self._whole
+            self._whole = None
+            return self._file()
+        return Data(self._take(len(self._buffer)), more=True)
+
+    def _passed_on(self, chunk: bytes) -> MultipartEvent:
+        """A file's chunk that holds no delimiter leaves as the very bytes object fed, not
+        copied into the buffer and out again (measured on a 1 GiB upload: 1.05 to 1.09 s of
+        user CPU with the copies, 0.89 to 0.93 s without). Bytes that may begin a delimiter
+        stay buffered; a chunk at least a delimiter long always leaves some bytes."""
+        self._whole = None
+        if self._delimiter in chunk:  # the file's end: once a file, the buffered way
+            self._buffer += chunk
+            return self._file()
+        size = self._safe_end(chunk)
+        self._count_file_bytes(size)
+        self._buffer += chunk[size:]
+        return Data(chunk if size == len(chunk) else chunk[:size], more=True)
+
+    def _count_file_bytes(self, size: int) -> None:
+        self._file_bytes += size
+        limit = self._limits.max_file_bytes
+        if limit is not None and self._file_bytes > limit:
+            raise PayloadTooLarge(f"File {_shown(self._name)} is over {_size(limit)}")
+
+    def _safe_end(self, buffer: bytes | bytearray) -> int:
+        """How many leading bytes of `buffer` cannot begin a delimiter, after a failed search."""
         # A delimiter starts with CR, so only a CR in the last len-1 bytes may begin one.
         carriage_return = buffer.find(b"\r", max(0, len(buffer) - len(self._delimiter) + 1))
         return len(buffer) if carriage_return < 0 else carriage_return

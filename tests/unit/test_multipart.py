@@ -482,6 +482,36 @@ def test_file_bytes_stream_out_with_flat_memory() -> None:
     assert decoder.next_event() is END
 
 
+def test_a_file_chunk_without_a_delimiter_leaves_as_fed() -> None:
+    """Inside a file, a fed chunk that holds no delimiter is the event's very bytes object (no
+    copy); bytes at its end that may begin a delimiter wait for the next chunk."""
+    decoder = MultipartDecoder(BOUNDARY)
+    decoder.feed(b"--xYzZY\r\n" + FILE_HEADER.encode() + b"\r\n\r\n")
+    assert decoder.next_event() == File("c", "f", "application/octet-stream")
+    assert decoder.next_event() is NEED_DATA
+    chunks = [bytes(range(256)) * 64, b"\r" + b"x" * 1000, b"x" * 999 + b"\r\n--xYz"]
+    for chunk in chunks[:2]:
+        decoder.feed(chunk)
+        event = decoder.next_event()
+        assert isinstance(event, Data)
+        assert event.data is chunk
+        assert decoder.next_event() is NEED_DATA
+    decoder.feed(chunks[2])
+    assert decoder.next_event() == Data(b"x" * 999, True)
+    assert decoder.next_event() is NEED_DATA
+    after = b"--xYzZ" + b"y" * 100  # with the bytes held back: no delimiter
+    decoder.feed(after)
+    assert decoder.next_event() == Data(b"\r\n--xYz", True)
+    event = decoder.next_event()
+    assert isinstance(event, Data)
+    assert event.data is after
+    decoder.feed(b"\r\n--xYz")
+    assert decoder.next_event() is NEED_DATA
+    decoder.feed(b"\r\n--xYzZY--\r\n")
+    assert decoder.next_event() == Data(b"\r\n--xYz", False)
+    assert decoder.next_event() is END
+
+
 def test_end_is_followed_by_need_data_and_epilogue_is_dropped() -> None:
     decoder = MultipartDecoder(BOUNDARY)
     decoder.feed(lines(CLOSE, "epilogue"))

@@ -293,7 +293,12 @@ class FileSystemBackend:
             raise storage_error(where, error) from None
 
     def close(self) -> None:
-        pass
+        if not self.journal.exists():
+            return
+        try:
+            self.journal.snapshot_if_behind()
+        except (OSError, StorageError) as error:  # it only saves the next start some time
+            log.warning("repository %r: no snapshot of the journal at close: %s", self.name, error)
 
 
 def _stored_files(storage: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:

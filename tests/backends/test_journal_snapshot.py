@@ -291,6 +291,28 @@ def test_rebuild_index_leaves_a_snapshot_the_next_start_uses(
     assert restarted.journal.read(update.cursor) is None  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("behind", [True, False])
+def test_a_closing_backend_leaves_its_next_start_a_short_tail(
+    root: Path, tmp_path: Path, parsed: list[int], behind: bool
+) -> None:
+    """Uploads since the start are snapshotted at close once they are over the threshold."""
+    backend = new_backend(root)
+    backend.read_index(None)  # the start: nothing to snapshot yet
+    for version in ("1.0", "1.1", "2.0"):
+        backend.put(stage(backend, make_wheel(tmp_path, "demo-pkg", version)), WRITE)
+    full = loaded(backend.read_index(None))  # below the default threshold: no snapshot
+    journal = backend.journal
+    assert not journal.snapshot_path.exists()
+    journal.snapshot_after_bytes = journal.path.stat().st_size + (0 if behind else 1)
+    parsed.clear()
+    backend.close()
+    assert sum(parsed) == (3 if behind else 0)
+    assert journal.snapshot_path.exists() == behind
+    parsed.clear()
+    assert loaded(new_backend(root).read_index(None)) == full
+    assert sum(parsed) == (0 if behind else 3)
+
+
 def test_a_snapshot_of_a_journal_rewritten_meanwhile_is_not_written(journal: Journal) -> None:
     """A reader that replayed the old journal must not replace the rewrite's snapshot."""
     append(journal, EVENTS)

@@ -339,6 +339,7 @@ class MultipartDecoder:
             self._buffer += self._whole
             self._whole = None
             return self._file()
+        self._count_file_bytes(len(self._buffer))
         return Data(self._take(len(self._buffer)), more=True)
 
     def _passed_on(self, chunk: bytes) -> MultipartEvent:

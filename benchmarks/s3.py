@@ -219,7 +219,7 @@ def large_file(pyz: Path, store: SeaweedFS, large: CorpusFile, report: Report, r
     """Each transfer `runs` times, the direct and the pywharf ones interleaved, so a change in
     the machine's load reaches both; every pywharf upload goes to a bucket of its own (an
     identical re-upload stores nothing) through a fresh server, and every first proxy download
-    through a fresh server (no local copy)."""
+    through a fresh server."""
     bucket = new_bucket(store)
     weed = store.process.pid
     # One PUT, as a client with the file would send it; and in parts of the size the server
@@ -268,7 +268,8 @@ def redirect_download(server: ServerProcess, path: str) -> TransferResult:
 def proxy_downloads(
     pyz: Path, bucket: S3Bucket, path: str, size: int, name: str
 ) -> tuple[Measured, Measured]:
-    """The first download through a fresh proxy-mode server (no local copy yet), then one more."""
+    """The first download through a fresh proxy-mode server (a new connection to the store),
+    then one more."""
     with servers(pyz, bucket, 1, name, download="proxy") as (server,):
         get = functools.partial(download, Endpoint(server.live.host, server.live.port), path,
                                 READ_AUTH)  # fmt: skip
@@ -360,13 +361,13 @@ def report_large(
     )
     ratio = get / median_seconds(colds)
     report.add(
-        f"proxy download, first (streamed from the store; {cpu(colds)})",
+        f"proxy download, first through a fresh server (relayed from the store; {cpu(colds)})",
         f"{mb / median_seconds(colds):.0f} MB/s = {ratio:.0%} of a direct GET",
         "≥ 80 %",
         judged(ratio, 0.8, True),
     )
     report.add(
-        f"proxy download, later (the verified local copy; {cpu(warms)})",
+        f"proxy download, again (relayed again, on a pooled connection; {cpu(warms)})",
         f"{mb / median_seconds(warms):.0f} MB/s = {get / median_seconds(warms):.0%} of a "
         "direct GET",
     )

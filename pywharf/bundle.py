@@ -23,7 +23,6 @@ import sys
 import tarfile
 import time
 import uuid
-from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -133,14 +132,41 @@ def _selected(
     )
 
 
-def _local(open_target: Callable[[], Download], filename: str) -> LocalFile:
-    target = open_target()
-    if isinstance(target, Streamed):  # its first download: read through, it is then kept
-        target.drain()
-        target = open_target()
-    if not isinstance(target, LocalFile):
-        raise StorageError(f"{filename!r} is not a local file (GitHub: set download = 'proxy')")
-    return target
+def _add(tar: tarfile.TarFile, name: PurePosixPath, target: Download, mtime: float) -> None:
+    """The file `target` opens as member `name`: a local file, or bytes relayed from a store."""
+    if isinstance(target, LocalFile):
+        with open(target.path, "rb") as data:
+            tar.addfile(_member(name, target.size, mtime), data)
+    elif isinstance(target, Streamed):
+        try:
+            tar.addfile(_member(name, target.size, mtime), _ChunkReader(target.chunks))
+        finally:
+            target.close()
+    else:  # the commands open remote backends with download = "proxy"; a redirect is a URL
+        raise StorageError(f"{name.name!r} is behind a URL: export with --download proxy")
+
+
+class _ChunkReader:
+    """`read(n)` over chunks: what `tarfile.addfile` asks of a file (n bytes each time)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._chunk = b""
+        self._at = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        size = sys.maxsize if size < 0 else size
+        parts = []
+        while size > 0:
+            if self._at == len(self._chunk):
+                self._chunk, self._at = next(self._chunks, b""), 0
+                if not self._chunk:
+                    break
+            part = self._chunk[self._at : self._at + size]
+            self._at += len(part)
+            size -= len(part)
+            parts.append(part)
+        return b"".join(parts)
 
 
 def _member(name: PurePosixPath, size: int, mtime: float) -> tarfile.TarInfo:
@@ -166,7 +192,9 @@ def export_bundle(
     ).encode()
     partial = output.with_name(f".{output.name}.{uuid.uuid4().hex}.part")
     try:
-        with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+        # Copied CHUNK_BYTES at a time: tarfile's default, 16 KiB, costs a Python round each.
+        pax, copy = tarfile.PAX_FORMAT, CHUNK_BYTES
+        with tarfile.TarFile(partial, "w", format=pax, copybufsize=copy) as tar:
             tar.addfile(_member(PurePosixPath(MANIFEST), len(manifest), time.time()),
                         io.BytesIO(manifest))  # fmt: skip
             for record in records:
@@ -183,13 +211,10 @@ def export_bundle(
 
 def _export_one(tar: tarfile.TarFile, backend: Backend, record: FileRecord) -> None:
     folder = _FILES / record.project
-    parts = [(folder / record.filename, _local(lambda: backend.open(record), record.filename))]
+    _add(tar, folder / record.filename, backend.open(record), record.stored_at)
     if record.metadata_sha256:
-        metadata = _local(lambda: backend.open_metadata(record), record.filename)
-        parts.append((folder / (record.filename + ".metadata"), metadata))
-    for name, local in parts:
-        with open(local.path, "rb") as data:
-            tar.addfile(_member(name, local.size, record.stored_at), data)
+        metadata = backend.open_metadata(record)
+        _add(tar, folder / (record.filename + ".metadata"), metadata, record.stored_at)
 
 
 # --- import --------------------------------------------------------------------------------------

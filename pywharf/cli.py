@@ -101,9 +101,14 @@ def run_server(options: ServerOptions) -> int:
     return 0
 
 
-def _backend_from_flags(options: BackendOptions) -> tuple[Backend, str]:
-    """A backend configured by command-line flags, as update_index and yank take them."""
+def _backend_from_flags(
+    options: BackendOptions, *, reads_files: bool = False
+) -> tuple[Backend, str]:
+    """A backend configured by command-line flags, as update_index and yank take them. One that
+    `reads_files` gets them through its own client (`download = "proxy"`), not as URLs."""
     section: dict[str, Any] = {"type": options.type, **options.extra}
+    if reads_files and any(s.key == "download" for s in backend_settings(options.type, "flags")):
+        section.setdefault("download", "proxy")
     text = tomli_w.dumps({options.name.lower(): section})
     (config,) = parse_repositories(text, "flags", backend_settings)
     secret = options.secret
@@ -253,7 +258,7 @@ def run_export(options: ExportOptions) -> int:
 
     since = _since(options.since)
     globs = tuple(g.strip() for g in options.projects.split(",") if g.strip())
-    backend, _ = _backend_from_flags(options)
+    backend, _ = _backend_from_flags(options, reads_files=True)
     try:
         records = export_bundle(backend, Path(options.output), globs, since, Progress(0))
     finally:

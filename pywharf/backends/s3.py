@@ -18,8 +18,12 @@ try, or another server's, and the entry is finished; other bytes never listed ar
 and the upload answers 409, so a 409 is never about a file nobody can see.
 
 Downloads redirect to a presigned GET (after a HEAD, so a missing object is a 404 here, not at
-the client; the URL is reused for a while), or are proxied: the first request is streamed
-while a local copy is written, kept only if its sha256 matches; later ones get the copy.
+the client; the URL is reused for a while), or are proxied: relayed from the store as read,
+by every instance alike (no copy per instance to fill its disk), once the object's size and
+stored sha256 are the index's. As with a redirect, the bytes are checked by the client against
+the sha256 in the page's link (pip and uv always do), not hashed here: that halved the speed
+(benchmarks/README.md, "Proxy downloads relayed"). A `.metadata` file, small and asked for
+on every resolution, is fetched once, hashed and kept.
 Every client error becomes a storage error in `s3_errors`:
 the server's credentials refused, or the store down, is a 503 that names the repository.
 """
@@ -393,16 +397,22 @@ class S3Backend:
 
     def _open(self, name: str, key: str, sha256: str, size: int | None = None) -> Download:
         if self.download == "proxy":
-            fetch = functools.partial(self._client.stream, key)
             if size is None:  # a `.metadata` file: small, fetched whole
+                fetch = functools.partial(self._client.stream, key)
                 return self._downloads.local_copy(name, sha256, fetch)
-            target = self._downloads.copy_or_stream(name, sha256, size, fetch)
-            if isinstance(target, Streamed):
-                return Streamed(self._mapped(target.chunks), target.size, target.close)
-            return target
+            return self._relayed(name, key, sha256, size)
         url = self._downloads.signed_url(key, lambda: self._presign(key))
         assert url is not None  # _presign returns a URL or raises
         return Redirect(url)
+
+    def _relayed(self, name: str, key: str, sha256: str, size: int) -> Streamed:
+        """The object's GET, passed on as read, if it is the file the index lists."""
+        info, stream = self._client.open(key)
+        # No sha256 on an object stored by hand: `update_index` hashed it to list it.
+        if info.size != size or info.metadata.get("sha256", sha256) != sha256:
+            stream.close()
+            raise StorageError(f"the stored {name!r} is not the file the index lists; not served")
+        return Streamed(self._mapped(iter(stream)), size, stream.close)
 
     def _mapped(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """A download's chunks, with the store's errors mapped as every other call's."""

@@ -47,10 +47,14 @@ class S3Client(MultipartCalls):
 
     def stream(self, key: str) -> Stream:
         """An open GET body, for copying a large object without holding it."""
+        return self.open(key)[1]
+
+    def open(self, key: str) -> tuple[ObjectInfo, Stream]:
+        """An open GET body, and what its headers say of the object (size, x-amz-meta-*)."""
         response = self._send("GET", key, stream=True)
         if response.stream is None:
             raise self._error(response, f"read {key!r}")
-        return response.stream
+        return self._info(key, response), response.stream
 
     def put(
         self,

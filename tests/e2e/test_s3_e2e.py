@@ -5,6 +5,7 @@ on one bucket, and a store that is down, comes back, or refuses the server's cre
 from __future__ import annotations
 
 import subprocess
+import tarfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from factory import make_wheel
 from packaging.utils import canonicalize_name
 from s3_support import S3Bucket
 from s3_support import S3Gate
+from s3_support import new_bucket
 from s3_support import s3_admin_secret
 from s3_support import s3_config
 from s3_support import s3_gate
@@ -163,6 +165,37 @@ def test_commands_take_the_bucket_as_flags(
     assert wrong.returncode == 1
     assert wrong.stderr.startswith("pywharf: repository 'local': S3 refused")
     assert "wrong-secret" not in output(wrong) and len(wrong.stderr.splitlines()) == 1
+
+
+def test_a_bundle_exported_from_one_bucket_imports_into_another(
+    pyz: Path, s3_pyz_server: ServerProcess, seaweedfs: S3Bucket, dists: list[Path],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Export reads each file through the server's own client (`download` is "proxy" for it
+    unless given), whatever the repository's own configuration says."""
+    assert upload(s3_pyz_server.live, dists[0])[0] == 200
+    secret = f"{seaweedfs.access_key}:{seaweedfs.secret_key}"
+    other = new_bucket(seaweedfs.server)
+
+    def flags(bucket: S3Bucket, root: str) -> list[str]:
+        return ["--bucket", bucket.bucket, "--endpoint_url", bucket.endpoint_url,
+                "--root", str(tmp_path / root), "--secret", secret]  # fmt: skip
+
+    bundle = tmp_path / "bundle.tar"
+    result = run_pyz(pyz, "export", "s3", "local", str(bundle), *flags(seaweedfs, "out"))
+    assert result.returncode == 0 and "exported 1 files" in result.stdout, output(result)
+    with tarfile.open(bundle) as tar:
+        member = tar.extractfile(f"files/demo-pkg/{dists[0].name}")
+        assert member is not None and member.read() == dists[0].read_bytes()
+        assert f"files/demo-pkg/{dists[0].name}.metadata" in tar.getnames()
+    result = run_pyz(pyz, "import", "s3", "local", str(bundle), *flags(other, "in"))
+    assert result.returncode == 0 and "imported 1" in result.stdout, output(result)
+    client = S3Client(other.location(), Credentials(other.access_key, other.secret_key))
+    try:
+        info = client.head(Layout("").file(canonicalize_name("demo-pkg"), dists[0].name))
+        assert info.metadata["sha256"] == sha256_of_file(dists[0])
+    finally:
+        client.close()
 
 
 def test_two_servers_on_one_bucket_see_each_others_uploads(

@@ -169,6 +169,7 @@ def upload(app: App, call: Call) -> Response:
         app.spools,
         publisher(call.identity),
         start_early,
+        durable=limits.durable_spool,
     ) as upload:
         call.note.target = upload.record.filename
         call.require("upload", upload.record.project)

@@ -76,6 +76,7 @@ _NO_LINKS = ProjectConfig()
 class UploadLimits:
     spool_dir: Path  # on the storage's file system when it is local, so storing is a link
     max_file_bytes: int
+    durable_spool: bool  # the spool file becomes the stored one: synced as it arrives
 
 
 @dataclass
@@ -166,7 +167,8 @@ class Repository(WebQueries):
 
     @property
     def upload_limits(self) -> UploadLimits:
-        return UploadLimits(self.backend.spool_dir, self.backend.max_file_bytes)
+        backend = self.backend
+        return UploadLimits(backend.spool_dir, backend.max_file_bytes, backend.keeps_spool_file)
 
     def root_page(self, json: bool, scope: Grant | None = None) -> Page:
         """The project list; for a grant scoped to some projects, only those (cached per scope

@@ -170,6 +170,11 @@ class Backend(Protocol):
         """Where uploads are staged: on the same file system as the storage, if it is local."""
 
     @property
+    def keeps_spool_file(self) -> bool:
+        """`put` makes the staged file itself part of the storage (a link), so it is made
+        durable as it arrives; a backend that sends its bytes elsewhere leaves it unsynced."""
+
+    @property
     def auth_checks_per_second(self) -> float | None:
         """How many `authorize` calls per second the auth cache allows (None: they are free)."""
 
@@ -208,8 +213,8 @@ class Backend(Protocol):
         """Persist a yank or delete (and remove a deleted file); an Add is `put`'s."""
 
     def open(self, record: FileRecord) -> Download:
-        """The file: local, a redirect, or streamed while a local copy is made (its first
-        download); a `Streamed` must be closed, read or not."""
+        """The file: local, a redirect, or streamed (relayed from a store, or while a local copy
+        is made); a `Streamed` must be closed, read or not."""
 
     def open_metadata(self, record: FileRecord) -> Download: ...
 

@@ -99,6 +99,7 @@ class FileSystemBackend:
     SETTINGS = SETTINGS
     auth_checks_per_second = None  # comparing two strings costs nothing
     reads_locally = True  # files on a local disk
+    keeps_spool_file = True  # `put` links it into the storage
 
     def __init__(self, config: RepositoryConfig, root: Path, admin_secret: str | None) -> None:
         self.settings = typed_settings(config, FileSystemSettings)

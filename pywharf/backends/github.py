@@ -128,6 +128,7 @@ class GitHubBackend:
     SETTINGS = SETTINGS
     auth_checks_per_second = AUTH_CHECKS_PER_SECOND
     reads_locally = False  # a file is fetched from GitHub's release assets
+    keeps_spool_file = False  # its bytes go to a release asset
 
     @storage_errors(callers_token=False)
     def __init__(

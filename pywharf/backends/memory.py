@@ -88,6 +88,7 @@ class MemoryBackend:
     SETTINGS = SETTINGS  # the file_system's keys: read and write secrets, limits
     auth_checks_per_second = None  # comparing two strings costs nothing
     reads_locally = True  # everything in this process
+    keeps_spool_file = False  # its bytes are read into memory
 
     def __init__(self, config: RepositoryConfig, root: Path, admin_secret: str | None) -> None:
         self.settings = typed_settings(config, FileSystemSettings)

@@ -205,6 +205,7 @@ class S3Backend:
 
     SETTINGS = SETTINGS
     auth_checks_per_second = None  # comparing two strings costs nothing
+    keeps_spool_file = False  # its bytes go to an object
 
     def __init__(
         self,

@@ -46,14 +46,18 @@ from s3_support import s3_admin_secret  # noqa: E402
 from s3_support import s3_config  # noqa: E402
 from s3_support import s3_gate  # noqa: E402
 from s3_support import start_s3_pyz  # noqa: E402
+from support import CONFIG  # noqa: E402
 from support import PYZ  # noqa: E402
 from support import READ  # noqa: E402
 from support import WRITE  # noqa: E402
 from support import ServerProcess  # noqa: E402
+from support import start_pyz  # noqa: E402
 from support import stop  # noqa: E402
 
 from benchmarks.corpus import CorpusFile  # noqa: E402
 from benchmarks.corpus import ensure_large_file  # noqa: E402
+from benchmarks.generated import generate_repository  # noqa: E402
+from benchmarks.generated import project_name  # noqa: E402
 from benchmarks.load import Endpoint  # noqa: E402
 from benchmarks.load import TransferResult  # noqa: E402
 from benchmarks.load import basic_auth  # noqa: E402
@@ -473,25 +477,34 @@ def read_path(
     their contention; paced, every count does the same work. 3 instances are also paced at
     three times the rate, so each sees what the single one sees. One instance without nginx,
     paced at the rate and at a third of it, shows what a sparser load alone costs. The
+    control: the same 1 and 3, paced, of servers that share nothing (each on a local root of
+    its own holding the same number of projects and files), so whatever their ratio holds
+    is the machine's cost of spreading a load over more processes, not the bucket's. The
     figures are medians over the rounds."""
-    paths = [f"/simple/proj-{n:05d}/" for n in range(0, projects, max(1, projects // 500))]
+    step = max(1, projects // 500)
+    paths = [f"/simple/proj-{n:05d}/" for n in range(0, projects, step)]
+    local_paths = [f"/simple/{project_name(n)}/" for n in range(0, projects, step)]
     headers = {"Authorization": READ_AUTH}
     seconds, connections, rate = args.wrk_seconds, args.connections, args.paced_rate
     runs: dict[str, list[dict[str, float]]] = {}
 
     def run(label: str, endpoint: Endpoint, measured: list[ServerProcess], nginx: int = 0,
-            offered: float = 0.0) -> None:  # fmt: skip
+            offered: float = 0.0, pages: list[str] = paths) -> None:  # fmt: skip
         pause_ms = round(connections * 1000 / offered) if offered else 0
-        figures = wrk_cpu(endpoint, paths, headers, seconds, connections, measured, nginx,
+        figures = wrk_cpu(endpoint, pages, headers, seconds, connections, measured, nginx,
                           pause_ms)  # fmt: skip
         runs.setdefault(label, []).append(figures)
 
-    with servers(pyz, bucket, 3, "read", sync_index_interval=10.0) as started:
+    with (
+        servers(pyz, bucket, 3, "read", sync_index_interval=10.0) as started,
+        local_servers(pyz, 3, projects, args.files_per_project) as control,
+    ):
         direct = Endpoint(started[0].live.host, started[0].live.port)
         run("1 direct", direct, started[:1])
         run(f"1 direct, paced at {rate:.0f} req/s", direct, started[:1], offered=rate)
         run(f"1 direct, paced at {rate / 3:.0f} req/s", direct, started[:1], offered=rate / 3)
         upstreams = [f"{s.live.host}:{s.live.port}" for s in started]
+        local_upstreams = [f"{s.live.host}:{s.live.port}" for s in control]
         with running_nginx(WORK / "nginx", upstreams[:1], workers=2) as balancer:
             endpoint = Endpoint(balancer.live.host, balancer.live.port)
             nginx = balancer.server.process.pid
@@ -508,7 +521,33 @@ def read_path(
                     if count == 3:
                         run(f"{label}, paced at {3 * rate:.0f} req/s", endpoint, measured, nginx,
                             3 * rate)  # fmt: skip
+                for count in counts[::2]:  # 1 and 3
+                    balancer.reload(local_upstreams[:count])
+                    time.sleep(1)
+                    run_wrk(endpoint, local_paths, headers, 1, 2, connections, WORK)
+                    label = f"{count} sharing nothing behind nginx, paced at {rate:.0f} req/s"
+                    run(label, endpoint, control[:count], nginx, rate, local_paths)
     report_read_path(report, runs, args)
+
+
+@contextmanager
+def local_servers(
+    pyz: Path, count: int, projects: int, files_per_project: int
+) -> Iterator[list[ServerProcess]]:
+    """`count` servers, each on a `file_system` root of its own holding `projects` projects of
+    `files_per_project` files (a wheel and an sdist per version), as the bucket does."""
+    config = WORK / "local.toml"
+    config.write_text(CONFIG.replace("sync_index_interval = 0.2", "sync_index_interval = 10.0"))
+    started: list[ServerProcess] = []
+    try:
+        for n in range(count):
+            root = WORK / f"local-{n}"
+            generate_repository(root, "local", projects, files_per_project // 2, with_files=False)
+            started.append(start_pyz(pyz, root, "--config", str(config), "--extra_index_url", ""))
+        yield started
+    finally:
+        for server in started:
+            stop(server)
 
 
 def ratios_of(runs: dict[str, list[dict[str, float]]], one: str, three: str) -> list[float]:
@@ -531,6 +570,11 @@ def report_read_path(
     )
     ratios = {
         "paced": ratios_of(runs, one, three),
+        "control": ratios_of(
+            runs,
+            f"1 sharing nothing behind nginx, paced at {rate:.0f} req/s",
+            f"3 sharing nothing behind nginx, paced at {rate:.0f} req/s",
+        ),
         "saturated": ratios_of(runs, "1 behind nginx", "3 behind nginx"),
         "same_rate_each": ratios_of(runs, one, f"3 behind nginx, paced at {3 * rate:.0f} req/s"),
     }
@@ -555,6 +599,14 @@ def report_read_path(
         f"{ratio:.2f}x",
         "≤ 1.2x",
         judged(ratio, 1.2, False),
+    )
+    control = statistics.median(ratios["control"])
+    report.add(
+        f"the same, servers that share nothing (each on its own local root; rounds: "
+        f"{listed(ratios['control'])})",
+        f"{control:.2f}x: the bucket's own share {ratio / control:.2f}x",
+        "no coordination cost on reads: the bucket's share ≤ 1.1x",
+        judged(ratio / control, 1.1, False),
     )
     report.add(
         f"server CPU per page, 3 instances ÷ 1, saturated (rounds: {listed(ratios['saturated'])})",

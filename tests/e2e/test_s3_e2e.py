@@ -110,8 +110,13 @@ def test_proxy_mode_streams_the_file_through_the_server(
         assert upload(server.live, dists[0])[0] == 200
         status, headers, body = server.live.request("GET", f"/simple/demo-pkg/{dists[0].name}")
         assert status == 200 and body == dists[0].read_bytes(), (status, headers)
-        result = pip_install(server.live.index_url(READ), "demo-pkg", tmp_path / "t", tmp_path)
-        assert result.returncode == 0, output(result)
+        index_url = server.live.index_url(READ)
+        for install in (pip_install, uv_install):  # each download relayed from the bucket
+            target = tmp_path / install.__name__
+            result = install(index_url, "demo-pkg", target, tmp_path / "home")
+            assert result.returncode == 0, output(result)
+            assert (target / "demo_pkg").is_dir()
+        assert not list((tmp_path / "root").rglob(dists[0].name))  # nothing kept on the server
     finally:
         stop(server)
 
